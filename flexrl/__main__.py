@@ -1,0 +1,3 @@
+from flexrl.cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""The `flexrl` command. Each command group lives in its own module and is registered here.
+
+Bad input never shows a traceback: FlexrlError and click's usage errors become one line on
+stderr and exit status 2 (`--debug` anywhere on the line, or FLEXRL_DEBUG=1, shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer >= 0.25 vendors click
+from typer.exceptions import Abort, TyperException
+
+import flexrl
+from flexrl.cli import runs, train
+from flexrl.errors import FlexrlError
+from flexrl.workspace import RunInterrupted
+
+app = typer.Typer(
+    name="flexrl",
+    help="Offline-RL toolkit: PPO on MuJoCo Humanoid skills, a versioned trajectory store, "
+    "BC and Decision Transformers, sweeps locally or on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"flexrl {flexrl.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks on errors (or FLEXRL_DEBUG=1).")
+    ] = False,
+) -> None:
+    """flexrl: reproducible RL training and offline learning for motor agents."""
+
+
+app.command("train", help=train.train.__doc__)(train.train)
+app.add_typer(runs.app, name="runs")
+
+
+def _error(message: str, code: int = 2) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("FLEXRL_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="flexrl", standalone_mode=False)
+    except FlexrlError as e:
+        if debug:
+            traceback.print_exc()
+        _error(str(e), e.exit_code)
+    except NoArgsIsHelpError as e:
+        e.show()
+        sys.exit(0)
+    except UsageError as e:
+        if debug:
+            traceback.print_exc()
+        where = e.ctx.command_path if e.ctx else "flexrl"
+        message = " ".join(e.format_message().split())
+        _error(f"{message} (see `{where} --help`)", 2)
+    except TyperException as e:
+        _error(" ".join(e.format_message().split()), e.exit_code)
+    except RunInterrupted as e:
+        _error(f"{e}; the run is recorded as interrupted", 128 + e.signum)
+    except (KeyboardInterrupt, Abort):
+        _error("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,37 @@
+"""Options and output helpers shared by every command group."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from flexrl.workspace import Workspace
+
+console = Console()
+
+WorkspaceOption = Annotated[
+    Path,
+    typer.Option(
+        "--workspace",
+        "-w",
+        envvar="FLEXRL_WORKSPACE",
+        help="Workspace directory holding runs and datasets.",
+        show_default=True,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+DEFAULT_WORKSPACE = Path("workspace")
+
+
+def open_workspace(path: Path) -> Workspace:
+    return Workspace(path)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,38 @@
+"""`flexrl train`: online PPO from a recipe, recorded as a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flexrl.cli.common import DEFAULT_WORKSPACE, WorkspaceOption, console
+from flexrl.config import TrainRecipe, load_recipe
+from flexrl.workspace import Workspace
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe field: key.path=value (repeatable)."),
+]
+
+
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Recipe YAML file.")],
+    name: Annotated[str | None, typer.Option(help="Run name (default: the recipe's name).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: the recipe's seed).")] = None,
+    overrides: SetOption = None,
+    resume: Annotated[str | None, typer.Option(help="Continue a run from its last checkpoint.")] = None,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Train a PPO policy from a recipe; the run, its metrics and checkpoints go to the workspace."""
+    recipe = load_recipe(config, TrainRecipe, overrides or [])
+    if seed is not None:
+        recipe.seed = seed
+    from flexrl.rl import train_ppo  # torch and mujoco load only for commands that need them
+
+    ws = Workspace(workspace)
+    with ws.start_run("train", name or recipe.name, recipe=recipe, seed=recipe.seed) as run:
+        console.print(f"run [bold]{run.id}[/bold] in {run.dir}")
+        train_ppo(recipe, run, resume_from=resume and ws.resolve_run(resume))
+    console.print(f"[green]completed[/green] {run.id}")

@@ -1,0 +1,163 @@
+"""Recipes: YAML files loaded into pydantic models, with `--set key.path=value` overrides.
+
+Every error names the file and the key path (`ppo.learning_rate: input should be a valid
+number`) and is raised as a FlexrlError, so the CLI prints one line and exits 2. The fully
+resolved model (defaults filled in, overrides applied) is what a run records.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flexrl.errors import FlexrlError
+
+
+class StrictModel(BaseModel):
+    """Base of every recipe section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Task = Literal["walk_forward", "turn_left", "turn_right", "goal"]
+
+
+class EnvConfig(StrictModel):
+    # A flexrl Humanoid skill, or any gymnasium id with Box spaces (e.g. InvertedPendulum-v5),
+    # which then replaces the task.
+    task: Task = "walk_forward"
+    id: str | None = None
+    # Multi-task runs sample a task per episode with these weights; empty means `task` only.
+    task_weights: dict[Task, float] = Field(default_factory=dict)
+    num_envs: int = Field(8, ge=1)
+    max_episode_steps: int = Field(1000, ge=1)
+
+
+class PPOConfig(StrictModel):
+    """PPO hyperparameters, named as in CleanRL's ppo_continuous_action.py."""
+
+    total_steps: int = Field(2_000_000, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    anneal_lr: bool = True
+    num_steps: int = Field(256, ge=1, description="rollout length per environment")
+    gamma: float = Field(0.99, ge=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    num_minibatches: int = Field(32, ge=1)
+    update_epochs: int = Field(10, ge=1)
+    norm_adv: bool = True
+    clip_coef: float = Field(0.2, gt=0)
+    clip_vloss: bool = True
+    ent_coef: float = Field(0.0, ge=0)
+    vf_coef: float = Field(0.5, ge=0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    target_kl: float | None = None
+    hidden_sizes: list[int] = Field(default_factory=lambda: [256, 256])
+
+
+class TrainRecipe(StrictModel):
+    """`flexrl train --config RECIPE`: online PPO on a Humanoid skill."""
+
+    name: str = "ppo"
+    seed: int = 0
+    torch_threads: int = Field(1, ge=1, description="torch threads on CPU; 1 suits small models")
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_recipe(path: str | Path, model: type[M], overrides: list[str] | tuple[str, ...] = ()) -> M:
+    """Read a YAML recipe, apply `key.path=value` overrides, validate into `model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FlexrlError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "cannot be parsed"
+        raise FlexrlError(f"{path}: invalid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise FlexrlError(f"{path}: a recipe must be a mapping of keys, not {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_recipe(raw, model, source=str(path))
+
+
+def validate_recipe(raw: dict[str, Any], model: type[M], source: str = "recipe") -> M:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise FlexrlError(f"{source}: {describe_validation_error(e, model)}") from None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one `a.b.c=value` to a raw recipe dict; the value is parsed as YAML (3, true, [1, 2])."""
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise FlexrlError(f"--set {override!r}: expected key.path=value, e.g. ppo.learning_rate=1e-4")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise FlexrlError(f"--set {key}: {where} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def recipe_to_yaml(recipe: BaseModel) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_validation_error(error: ValidationError, model: type[BaseModel]) -> str:
+    """One line: each problem as `key.path: message`, joined by '; '."""
+    problems = []
+    for err in error.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(part) for part in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+            known = _field_names_at(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+            elif known:
+                msg += f" (expected one of: {', '.join(known)})"
+        else:
+            msg = err["msg"][:1].lower() + err["msg"][1:]
+            if err["type"] != "missing":
+                msg += f" (got {_short_repr(err.get('input'))})"
+        problems.append(f"{path}: {msg}")
+    return "; ".join(problems)
+
+
+def _field_names_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the sub-model at `loc`, or [] where it is not a model."""
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = fields[part].annotation
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
