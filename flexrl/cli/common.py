@@ -12,7 +12,8 @@ from rich.console import Console
 
 from flexrl.workspace import Workspace
 
-console = Console()
+# Piped output (grep, files, CI logs) gets wide lines rather than rich's 80-column wrapping.
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 WorkspaceOption = Annotated[
     Path,

@@ -22,10 +22,12 @@ def train(
     name: Annotated[str | None, typer.Option(help="Run name (default: the recipe's name).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default: the recipe's seed).")] = None,
     overrides: SetOption = None,
-    resume: Annotated[str | None, typer.Option(help="Continue a run from its last checkpoint.")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue a run from its last checkpoint.")
+    ] = None,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
-    """Train a PPO policy from a recipe; the run, its metrics and checkpoints go to the workspace."""
+    """Train a PPO policy from a recipe; run, metrics and checkpoints go to the workspace."""
     recipe = load_recipe(config, TrainRecipe, overrides or [])
     if seed is not None:
         recipe.seed = seed

@@ -1,0 +1,131 @@
+"""Lineage: the graph of runs and the artifacts they read and wrote, walked both ways.
+
+Nodes are runs (`run:<id>`) and artifacts (keyed by content digest, or kind and ref when no
+digest is known). A run's inputs point at it, it points at its outputs. A checkpoint written
+by `train` and read by `collect` is one node because both record the same digest, so the walk
+from a PPO run reaches the dataset it fed, the DT trained on that, and the DT's evaluation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flexrl.errors import FlexrlError
+from flexrl.fileio import sha256_file
+from flexrl.workspace.records import Artifact, ArtifactKind, RunRecord
+from flexrl.workspace.runs import Workspace
+
+DATASET_VERSION_RE = re.compile(r"^(?P<name>[^@]+)@v(?P<version>\d+)$")
+
+
+@dataclass
+class LineageNode:
+    key: str
+    kind: str  # "run" or an artifact kind
+    label: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LineageGraph:
+    nodes: dict[str, LineageNode] = field(default_factory=dict)
+    parents: dict[str, list[str]] = field(default_factory=dict)
+    children: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_runs(cls, records: list[RunRecord]) -> LineageGraph:
+        graph = cls()
+        for record in records:
+            run_key = graph._add_run(record)
+            for artifact in record.inputs:
+                graph._add_edge(graph._add_artifact(artifact), run_key)
+            for artifact in record.outputs:
+                graph._add_edge(run_key, graph._add_artifact(artifact))
+        return graph
+
+    def _add_run(self, record: RunRecord) -> str:
+        key = f"run:{record.id}"
+        self.nodes[key] = LineageNode(
+            key,
+            "run",
+            f"run {record.id} ({record.kind}, {record.status.value})",
+            {
+                "id": record.id,
+                "kind": record.kind,
+                "name": record.name,
+                "status": record.status.value,
+            },
+        )
+        return key
+
+    def _add_artifact(self, artifact: Artifact) -> str:
+        key = artifact.key()
+        if key not in self.nodes:
+            if artifact.kind == ArtifactKind.RUN:
+                label = f"run {artifact.ref} (not in this workspace)"
+            else:
+                short = f"  {artifact.digest[:19]}" if artifact.digest else ""
+                label = f"{artifact.kind.value} {artifact.ref}{short}"
+            self.nodes[key] = LineageNode(
+                key, artifact.kind.value, label, artifact.model_dump(mode="json")
+            )
+        return key
+
+    def _add_edge(self, parent: str, child: str) -> None:
+        if child not in self.children.setdefault(parent, []):
+            self.children[parent].append(child)
+        if parent not in self.parents.setdefault(child, []):
+            self.parents[child].append(parent)
+
+    def walk(self, key: str, direction: str) -> list[tuple[str, str]]:
+        """Edges reachable from `key` upstream (towards sources) or downstream, breadth first."""
+        step = self.parents if direction == "upstream" else self.children
+        edges, seen, queue = [], {key}, deque([key])
+        while queue:
+            node = queue.popleft()
+            for other in step.get(node, []):
+                edges.append((node, other))
+                if other not in seen:
+                    seen.add(other)
+                    queue.append(other)
+        return edges
+
+
+def build_graph(workspace: Workspace) -> LineageGraph:
+    return LineageGraph.from_runs(workspace.list_runs())
+
+
+def resolve_target(graph: LineageGraph, workspace: Workspace, target: str) -> str:
+    """The graph node a user means: a run (id, prefix or name), a dataset reference
+    (`name@v3`, or `name` for its latest recorded version) or a checkpoint/file path."""
+    if "@" not in target:
+        path = Path(target)
+        if path.is_file():
+            key = sha256_file(path)
+            if key in graph.nodes:
+                return key
+            raise FlexrlError(f"{target}: no run in {workspace.root} read or wrote this file")
+        try:
+            return f"run:{workspace.resolve_run(target).id}"
+        except FlexrlError:
+            pass
+    matches = [
+        n for n in graph.nodes.values() if n.kind == "dataset" and _dataset_matches(n, target)
+    ]
+    if matches:
+        return max(matches, key=lambda n: _dataset_version(n.info.get("ref", ""))).key
+    raise FlexrlError(f"unknown run or dataset: {target!r} (see `flexrl runs ls`)")
+
+
+def _dataset_matches(node: LineageNode, target: str) -> bool:
+    ref = node.info.get("ref", "")
+    return ref == target or ("@" not in target and ref.split("@")[0] == target)
+
+
+def _dataset_version(ref: str) -> int:
+    match = DATASET_VERSION_RE.match(ref)
+    return int(match["version"]) if match else -1

@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flexrl.config import TrainRecipe, apply_override, load_recipe, recipe_to_yaml
+from flexrl.errors import FlexrlError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_recipes_load():
+    recipes = sorted((REPO / "recipes").glob("humanoid_*.yaml"))
+    assert recipes, "recipes/ must ship the Humanoid recipes"
+    for path in recipes:
+        recipe = load_recipe(path, TrainRecipe)
+        assert recipe.ppo.total_steps > 0
+
+
+def test_defaults_fill_in_and_resolved_recipe_round_trips(tmp_path):
+    recipe = load_recipe(
+        write(tmp_path, "name: walk\nppo:\n  learning_rate: 1.0e-4\n"), TrainRecipe
+    )
+    assert recipe.ppo.learning_rate == 1e-4
+    assert recipe.ppo.gamma == 0.99  # a default, recorded in the resolved recipe
+    resolved = yaml.safe_load(recipe_to_yaml(recipe))
+    assert resolved["ppo"]["gamma"] == 0.99
+    assert TrainRecipe.model_validate(resolved) == recipe
+
+
+def test_unknown_key_names_its_path_and_suggests(tmp_path):
+    with pytest.raises(FlexrlError) as e:
+        load_recipe(write(tmp_path, "ppo:\n  learnig_rate: 0.1\n"), TrainRecipe)
+    message = str(e.value)
+    assert "ppo.learnig_rate: unknown key" in message
+    assert "learning_rate" in message
+    assert "\n" not in message
+
+
+def test_wrong_type_names_its_path(tmp_path):
+    with pytest.raises(FlexrlError, match=r"ppo\.learning_rate: input should be a valid number"):
+        load_recipe(write(tmp_path, "ppo:\n  learning_rate: fast\n"), TrainRecipe)
+
+
+def test_constraint_violations_are_reported(tmp_path):
+    with pytest.raises(
+        FlexrlError, match=r"env\.num_envs: input should be greater than or equal to 1"
+    ):
+        load_recipe(write(tmp_path, "env:\n  num_envs: 0\n"), TrainRecipe)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(FlexrlError, match="recipe not found"):
+        load_recipe(tmp_path / "nope.yaml", TrainRecipe)
+    with pytest.raises(FlexrlError, match=r"invalid YAML at line [23]"):
+        load_recipe(write(tmp_path, "ppo:\n  a: [1, 2\n"), TrainRecipe)
+    with pytest.raises(FlexrlError, match="must be a mapping"):
+        load_recipe(write(tmp_path, "- 1\n- 2\n"), TrainRecipe)
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    path = write(tmp_path, "ppo:\n  learning_rate: 1.0e-4\n")
+    recipe = load_recipe(
+        path, TrainRecipe, ["ppo.learning_rate=3e-4", "env.num_envs=4", "ppo.hidden_sizes=[64, 64]"]
+    )
+    assert recipe.ppo.learning_rate == 3e-4
+    assert recipe.env.num_envs == 4
+    assert recipe.ppo.hidden_sizes == [64, 64]
+    with pytest.raises(FlexrlError, match=r"env\.num_envs: input should be a valid integer"):
+        load_recipe(path, TrainRecipe, ["env.num_envs=many"])
+    with pytest.raises(FlexrlError, match=r"ppo\.nope: unknown key"):
+        load_recipe(path, TrainRecipe, ["ppo.nope=1"])
+    with pytest.raises(FlexrlError, match=r"expected key\.path=value"):
+        load_recipe(path, TrainRecipe, ["ppo.learning_rate"])
+
+
+def test_override_into_a_value_is_refused():
+    raw = {"seed": 1}
+    with pytest.raises(FlexrlError, match="seed is a value, not a section"):
+        apply_override(raw, "seed.x=2")
+    assert raw == {"seed": 1}

@@ -1,0 +1,92 @@
+"""Lineage walks upstream and downstream across runs joined by artifact digests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flexrl.errors import FlexrlError
+from flexrl.workspace import Artifact, ArtifactKind, Workspace, build_graph, resolve_target
+
+
+@pytest.fixture
+def pipeline(workspace):
+    """train -> checkpoint -> collect -> walk@v1 -> finetune dt -> checkpoint -> eval, + noise."""
+    ws = Workspace(workspace)
+    with ws.start_run("train", "ppo") as train:
+        ppo_ckpt = train.artifacts_dir / "policy.pt"
+        ppo_ckpt.write_bytes(b"ppo weights")
+        ckpt = train.add_artifact(ppo_ckpt, ArtifactKind.CHECKPOINT, role="final")
+    with ws.start_run("collect", "collect") as collect:
+        collect.add_input(ckpt.model_copy(update={"role": "policy"}))
+        collect.add_output(Artifact(kind=ArtifactKind.DATASET, ref="walk@v1", digest="sha256:d1"))
+    with ws.start_run("collect", "collect-more") as more:
+        more.add_input(ckpt)
+        more.add_output(Artifact(kind=ArtifactKind.DATASET, ref="walk@v2", digest="sha256:d2"))
+    with ws.start_run("finetune-dt", "dt") as dt:
+        dt.add_input(Artifact(kind=ArtifactKind.DATASET, ref="walk@v1", digest="sha256:d1"))
+        dt_ckpt = dt.artifacts_dir / "dt.pt"
+        dt_ckpt.write_bytes(b"dt weights")
+        dt.add_artifact(dt_ckpt, ArtifactKind.CHECKPOINT)
+    with ws.start_run("eval", "eval-dt") as ev:
+        ev.add_input(Artifact(kind=ArtifactKind.RUN, ref=dt.id, role="source"))
+        ev.add_input(ws.load_run(dt.id).outputs[0])
+    with ws.start_run("train", "unrelated"):
+        pass
+    return ws, {
+        "train": train,
+        "collect": collect,
+        "more": more,
+        "dt": dt,
+        "eval": ev,
+        "dt_ckpt": dt_ckpt,
+    }
+
+
+def runs_reached(graph, key, direction):
+    return {b for _, b in graph.walk(key, direction) if b.startswith("run:")}
+
+
+def test_walks_from_the_ppo_run_to_the_dt_evaluation_and_back(pipeline):
+    ws, runs = pipeline
+    graph = build_graph(ws)
+    ids = {name: f"run:{run.id}" for name, run in runs.items() if name != "dt_ckpt"}
+    down = runs_reached(graph, ids["train"], "downstream")
+    assert down == {ids["collect"], ids["more"], ids["dt"], ids["eval"]}
+    up = runs_reached(graph, ids["eval"], "upstream")
+    assert up == {ids["dt"], ids["collect"], ids["train"]}  # not collect-more: v2 was not used
+    assert runs_reached(graph, ids["collect"], "upstream") == {ids["train"]}
+
+
+def test_targets_resolve_runs_datasets_and_files(pipeline):
+    ws, runs = pipeline
+    graph = build_graph(ws)
+    assert resolve_target(graph, ws, runs["dt"].id) == f"run:{runs['dt'].id}"
+    assert resolve_target(graph, ws, "dt") == f"run:{runs['dt'].id}"  # by run name
+    assert resolve_target(graph, ws, "walk@v1") == "sha256:d1"
+    assert resolve_target(graph, ws, "walk") == "sha256:d2"  # latest recorded version
+    key = resolve_target(graph, ws, str(runs["dt_ckpt"]))
+    assert graph.nodes[key].kind == "checkpoint"
+    with pytest.raises(FlexrlError, match="unknown run or dataset"):
+        resolve_target(graph, ws, "nothing@v9")
+
+
+def test_cli_lineage_json_and_tree(pipeline, cli):
+    ws, runs = pipeline
+    result = cli("runs", "lineage", "walk@v1", "--json", "--workspace", str(ws.root))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["target"] == "sha256:d1"
+    upstream_runs = {data["nodes"][k]["id"] for k in data["upstream"] if k.startswith("run:")}
+    downstream_runs = {data["nodes"][k]["id"] for k in data["downstream"] if k.startswith("run:")}
+    assert {"from": "sha256:d1", "to": f"run:{runs['dt'].id}"} in data["edges"]
+    assert {"from": f"run:{runs['collect'].id}", "to": "sha256:d1"} in data["edges"]
+    assert upstream_runs == {runs["collect"].id, runs["train"].id}
+    assert downstream_runs == {runs["dt"].id, runs["eval"].id}
+
+    tree = cli("runs", "lineage", runs["train"].id, "--workspace", str(ws.root))
+    assert tree.returncode == 0, tree.stderr
+    for name in ("collect", "more", "dt", "eval"):
+        assert runs[name].id in tree.stdout
+    assert "walk@v1" in tree.stdout and "nothing recorded" in tree.stdout  # no upstream for train
