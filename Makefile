@@ -27,8 +27,19 @@ lint: install  ## ruff over the package, tests and benchmarks
 	$(VENV)/bin/ruff check flexrl tests benchmarks
 	$(VENV)/bin/ruff format --check flexrl tests benchmarks
 
-demo: install  ## run the pipeline as far as it exists into $(DEMO_DIR)/
-	DEMO_DIR=$(DEMO_DIR) FLEXRL=$(FLEXRL) bash recipes/demo.sh
+demo: install  ## run the pipeline as far as it exists, into $(DEMO_DIR)/
+	rm -rf $(DEMO_DIR)
+	$(FLEXRL) train --config recipes/quickstart.yaml --name quickstart --workspace $(DEMO_DIR)
+	$(FLEXRL) runs ls --workspace $(DEMO_DIR)
+	$(FLEXRL) runs lineage quickstart --workspace $(DEMO_DIR)
+	@echo
+	@echo "== flexrl demo: what it made and where =="
+	@echo "  workspace      $(DEMO_DIR)/"
+	@echo "  PPO run        $$(ls -d $(DEMO_DIR)/runs/*-quickstart-*)/"
+	@echo "    recipe       recipe.yaml (fully resolved), provenance.json (code, packages, host)"
+	@echo "    metrics      metrics.csv ($$(($$(wc -l < $$(ls -d $(DEMO_DIR)/runs/*-quickstart-*)/metrics.csv) - 1)) rows), tensorboard/"
+	@echo "    checkpoint   $$(ls $(DEMO_DIR)/runs/*-quickstart-*/artifacts/final.pt)"
+	@echo "  look closer:   $(FLEXRL) runs show quickstart --workspace $(DEMO_DIR)"
 
 bench: install  ## run the benchmarks (writes benchmarks/results/*.json)
 	$(PY) benchmarks/runs_ls_bench.py

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from flexrl.errors import FlexrlError
 
@@ -26,6 +26,47 @@ class StrictModel(BaseModel):
 Task = Literal["walk_forward", "turn_left", "turn_right", "goal"]
 
 
+Range = tuple[float, float]
+
+
+def _check_range(value: Range) -> Range:
+    if value[0] > value[1]:
+        raise ValueError(f"a range must be (low, high) with low <= high, got {list(value)}")
+    return value
+
+
+class CommandConfig(StrictModel):
+    """Goal commands [vx, vy, yaw_rate] (m/s, m/s, rad/s; velocities in the heading frame)."""
+
+    walk_speed: float = Field(1.0, description="walk_forward: target forward speed, m/s")
+    turn_rate: float = Field(0.5, gt=0, description="turn_left/turn_right: |yaw rate|, rad/s")
+    # `goal` samples each component uniformly from its range, per episode and every
+    # `resample_steps` steps (500 steps = 7.5 s), so one episode sees several commands.
+    vx_range: Range = (-0.5, 1.5)
+    vy_range: Range = (-0.5, 0.5)
+    yaw_rate_range: Range = (-0.5, 0.5)
+    resample_steps: int = Field(500, ge=1)
+
+    _ranges_ordered = field_validator("vx_range", "vy_range", "yaw_rate_range")(_check_range)
+
+
+class RewardConfig(StrictModel):
+    """Shaped Humanoid reward: weights (costs as positive weights) and tracking kernel widths.
+
+    tracking = weight * exp(-error**2 / sigma), as legged_gym and MuJoCo Playground; the
+    control and contact costs are Humanoid-v5's.
+    """
+
+    tracking_lin_vel: float = Field(2.0, ge=0)
+    tracking_yaw_rate: float = Field(1.0, ge=0)
+    lin_vel_sigma: float = Field(0.25, gt=0, description="(m/s)^2")
+    yaw_rate_sigma: float = Field(0.25, gt=0, description="(rad/s)^2")
+    healthy: float = Field(1.0, ge=0, description="paid every step the torso is up")
+    ctrl: float = Field(0.1, ge=0, description="times sum(ctrl^2)")
+    contact: float = Field(5e-7, ge=0, description="times sum(cfrc_ext^2)")
+    contact_max: float = Field(10.0, ge=0, description="contact cost is clipped here")
+
+
 class EnvConfig(StrictModel):
     # A flexrl Humanoid skill, or any gymnasium id with Box spaces (e.g. InvertedPendulum-v5),
     # which then replaces the task.
@@ -35,6 +76,21 @@ class EnvConfig(StrictModel):
     task_weights: dict[Task, float] = Field(default_factory=dict)
     num_envs: int = Field(8, ge=1)
     max_episode_steps: int = Field(1000, ge=1)
+    command: CommandConfig = Field(default_factory=CommandConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    # The episode ends (a fall) when the torso height leaves this range, in metres.
+    healthy_z_range: Range = (1.0, 2.0)
+
+    _z_range_ordered = field_validator("healthy_z_range")(_check_range)
+
+    @field_validator("task_weights")
+    @classmethod
+    def _weights_are_a_distribution(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in value.values()):
+            raise ValueError("task weights must be >= 0")
+        if value and sum(value.values()) <= 0:
+            raise ValueError("task weights must not all be 0")
+        return value
 
 
 class PPOConfig(StrictModel):
@@ -56,6 +112,15 @@ class PPOConfig(StrictModel):
     max_grad_norm: float = Field(0.5, gt=0)
     target_kl: float | None = None
     hidden_sizes: list[int] = Field(default_factory=lambda: [256, 256])
+    # Running normalisation (CleanRL's NormalizeObservation / NormalizeReward wrappers), kept in
+    # the learner so its statistics are saved in checkpoints. Rewards are divided by the running
+    # std of the discounted return; both are clipped to +-clip_*.
+    norm_obs: bool = True
+    clip_obs: float = Field(10.0, gt=0)
+    norm_reward: bool = True
+    clip_reward: float = Field(10.0, gt=0)
+    # A checkpoint every this many updates (0: only at the end and on interruption).
+    checkpoint_every: int = Field(50, ge=0)
 
 
 class TrainRecipe(StrictModel):
@@ -100,11 +165,13 @@ def validate_recipe(raw: dict[str, Any], model: type[M], source: str = "recipe")
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Apply one `a.b.c=value` to a raw recipe dict; the value is parsed as YAML (3, true, [1, 2])."""
+    """Apply one `a.b.c=value` to a raw recipe dict; the value is read as YAML (3, true, [1, 2])."""
     key, sep, text = override.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise FlexrlError(f"--set {override!r}: expected key.path=value, e.g. ppo.learning_rate=1e-4")
+        raise FlexrlError(
+            f"--set {override!r}: expected key.path=value, e.g. ppo.learning_rate=1e-4"
+        )
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:

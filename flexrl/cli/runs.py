@@ -211,5 +211,12 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{m:02d}m" if hours else (f"{m}m{s:02d}s" if m else f"{seconds:.1f}s")
 
 
+# Shown first in summaries: what a researcher looks for before the bookkeeping columns.
+HEADLINE_METRICS = ("episodic_return", "eval_return", "return", "val_loss", "loss")
+BOOKKEEPING_METRICS = {"global_step", "learning_rate", "SPS"}
+
+
 def _metrics_summary(metrics: dict[str, float], n: int = 3) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:n])
+    headline = [k for k in HEADLINE_METRICS if k in metrics]
+    rest = [k for k in metrics if k not in headline and k not in BOOKKEEPING_METRICS]
+    return ", ".join(f"{k}={metrics[k]:.4g}" for k in (headline + rest)[:n])

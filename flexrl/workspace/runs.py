@@ -249,11 +249,17 @@ class Run:
     def add_artifact(
         self, path: str | Path, kind: ArtifactKind = ArtifactKind.FILE, role: str | None = None
     ) -> Artifact:
-        """Record a file this run wrote (a checkpoint, a video) with its sha256 digest."""
+        """Record a file this run wrote (a checkpoint, a video) with its sha256 digest.
+
+        A file written again (a `last.pt` refreshed every N updates) replaces its own entry:
+        the record describes what is on disk now.
+        """
         path = Path(path)
+        ref = self.workspace_relative(path)
+        self.record.outputs = [a for a in self.record.outputs if a.ref != ref]
         artifact = Artifact(
             kind=kind,
-            ref=self.workspace_relative(path),
+            ref=ref,
             digest=sha256_file(path),
             size=path.stat().st_size,
             role=role,

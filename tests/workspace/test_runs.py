@@ -234,3 +234,14 @@ def test_nested_signal_handler_is_restored(workspace):
         assert signal.getsignal(signal.SIGTERM) != before
     assert signal.getsignal(signal.SIGTERM) == before
     assert os.getpid()  # the test process itself was never signalled
+
+
+def test_rewritten_artifact_replaces_its_entry(workspace):
+    with Workspace(workspace).start_run("job", "ckpt") as run:
+        path = run.artifacts_dir / "last.pt"
+        path.write_bytes(b"one")
+        run.add_artifact(path, ArtifactKind.CHECKPOINT)
+        path.write_bytes(b"two")
+        run.add_artifact(path, ArtifactKind.CHECKPOINT)
+    (entry,) = Workspace(workspace).load_run(run.id).outputs
+    assert entry.digest == sha256_file(path)

@@ -1,0 +1,146 @@
+"""Humanoid skills on gymnasium's Humanoid-v5: walk forward, turn left/right, follow a goal.
+
+Observation: a flat Box of 351 float64 values (a flat Box keeps PPO, normalisers and the store
+simple): Humanoid-v5's 348 values, then the goal command appended at
+`obs[GOAL_SLICE] == obs[348:351] == [vx, vy, yaw_rate]` (heading-frame m/s, m/s, world rad/s).
+Every task sets this goal (walk_forward -> [speed, 0, 0], turn_left -> [0, 0, +rate],
+turn_right -> [0, 0, -rate], goal -> sampled), so one policy can learn all skills and a
+multi-task policy is conditioned explicitly.
+
+Reward: `flexrl.envs.rewards.shaped_reward` (exp-kernel velocity and yaw-rate tracking,
+healthy bonus, control and contact costs), computed from qpos/qvel/ctrl/cfrc_ext. The episode
+terminates on a fall (torso height outside `healthy_z_range`).
+
+Info, on reset and on every step:
+  goal        [3] the command this step was rewarded against, i.e. the goal in the observation
+              the action was chosen from (a resample shows up in the *returned* observation);
+  task_id     int index into `flexrl.envs.tasks.TASKS`;
+  lin_vel     [2] heading-frame (forward, left) velocity; yaw_rate: world yaw rate;
+  reward_terms {term: float} whose values sum to the reward (step only).
+
+Multi-task: with `task_weights`, each reset draws the episode's task from those weights;
+`reset(options={"task": T})` picks the task of one episode instead (evaluation per skill).
+`goal` resamples its command every `command.resample_steps` steps. All randomness uses the
+env's `np_random`, so `reset(seed=...)` makes tasks and commands reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from gymnasium import utils
+from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
+from gymnasium.spaces import Box
+
+from flexrl.config import CommandConfig, RewardConfig, Task
+from flexrl.envs.rewards import lin_vel_heading, shaped_reward, world_yaw_rate
+from flexrl.envs.tasks import GOAL_DIM, TASKS, sample_goal, sample_task, task_id, task_probabilities
+
+BASE_OBS_DIM = 348
+GOAL_SLICE = slice(BASE_OBS_DIM, BASE_OBS_DIM + GOAL_DIM)
+
+
+class HumanoidSkillEnv(HumanoidEnv):
+    """Humanoid-v5 with flexrl's goal-conditioned skills and shaped reward."""
+
+    def __init__(
+        self,
+        task: Task = "walk_forward",
+        task_weights: Mapping[Task, float] | None = None,
+        command: CommandConfig | Mapping[str, Any] | None = None,
+        reward: RewardConfig | Mapping[str, Any] | None = None,
+        healthy_z_range: tuple[float, float] = (1.0, 2.0),
+        **kwargs: Any,
+    ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        self.default_task: Task = task
+        self.task_probs = task_probabilities(task_weights) if task_weights else None
+        self.command_cfg = CommandConfig.model_validate(command or {})
+        self.reward_cfg = RewardConfig.model_validate(reward or {})
+        # Set before HumanoidEnv.__init__, which may build an observation; reset sets them.
+        self.task: Task = task
+        self.goal = np.zeros(GOAL_DIM)
+        self.episode_steps = 0
+        self._next_task: Task | None = None
+        super().__init__(healthy_z_range=healthy_z_range, **kwargs)
+        utils.EzPickle.__init__(
+            self, task, task_weights, command, reward, healthy_z_range, **kwargs
+        )
+        self.observation_space = Box(
+            -np.inf, np.inf, shape=(BASE_OBS_DIM + GOAL_DIM,), dtype=np.float64
+        )
+
+    # --- episode structure -------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """`options={"task": T}` runs this episode as task T (e.g. to evaluate one skill)."""
+        task = (options or {}).get("task")
+        if task is not None and task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        self._next_task = task
+        return super().reset(seed=seed, options=options)
+
+    def reset_model(self) -> np.ndarray:
+        if self._next_task is not None:
+            self.task = self._next_task
+        elif self.task_probs is not None:
+            self.task = sample_task(self.task_probs, self.np_random)
+        else:
+            self.task = self.default_task
+        self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
+        self.episode_steps = 0
+        return super().reset_model()  # its noise, then our _get_obs with the new goal
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.do_simulation(action, self.frame_skip)
+        self.episode_steps += 1
+        reward, terms, measured = self.evaluate()
+        info = {**self._task_info(), **measured, "reward_terms": terms}
+        terminated = not self.is_healthy
+        # Resample after rewarding, so the step is judged against the goal it was chosen for.
+        if self.task == "goal" and self.episode_steps % self.command_cfg.resample_steps == 0:
+            self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), reward, terminated, False, info
+
+    def _get_obs(self) -> np.ndarray:
+        return np.concatenate([super()._get_obs(), self.goal])
+
+    def _get_reset_info(self) -> dict[str, Any]:
+        return {**self._task_info(), **self._measure()}
+
+    def _task_info(self) -> dict[str, Any]:
+        return {"goal": self.goal.copy(), "task_id": task_id(self.task)}
+
+    # --- reward from the current simulator state -----------------------------------------
+
+    def _measure(self) -> dict[str, Any]:
+        quat = self.data.qpos[None, 3:7]
+        return {
+            "lin_vel": lin_vel_heading(quat, self.data.qvel[None, 0:3])[0],
+            "yaw_rate": float(world_yaw_rate(quat, self.data.qvel[None, 3:6])[0]),
+        }
+
+    def evaluate(self) -> tuple[float, dict[str, float], dict[str, Any]]:
+        """Reward, its terms and the measured velocities for the current state and goal.
+
+        Reads qpos/qvel/ctrl/cfrc_ext as they are: after `set_state`, call
+        `mujoco.mj_rnePostConstraint` too if the contact term matters (step does).
+        """
+        measured = self._measure()
+        total, terms = shaped_reward(
+            lin_vel=measured["lin_vel"][None],
+            yaw_rate=np.array([measured["yaw_rate"]]),
+            command=self.goal[None],
+            healthy=np.array([self.is_healthy]),
+            ctrl=self.data.ctrl[None],
+            contact_forces=self.data.cfrc_ext[None],
+            params=self.reward_cfg,
+        )
+        return float(total[0]), {k: float(v[0]) for k, v in terms.items()}, measured

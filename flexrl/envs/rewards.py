@@ -1,0 +1,75 @@
+"""Shaped Humanoid reward as pure, batched numpy functions of simulator state.
+
+Everything here takes arrays with a leading batch axis N and no environment object, so the
+gymnasium env calls it with N=1 and a batched simulator (MJX, MuJoCo Warp) can call it with
+N=4096 without a rewrite.
+
+Frames. MuJoCo's free joint stores its linear velocity qvel[0:3] in the WORLD frame and its
+angular velocity qvel[3:6] in the BODY (torso) frame. Commands live in the heading frame: the
+world frame rotated by the torso's yaw only, so "forward" stays horizontal when the torso
+leans. The yaw rate is the world-z component of the angular velocity, so the body-frame
+vector must be rotated by the torso orientation first (a pitched torso spinning about its
+own x axis is not turning).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flexrl.config import RewardConfig
+
+TERM_NAMES = ("tracking_lin_vel", "tracking_yaw_rate", "healthy", "ctrl", "contact")
+
+
+def heading_yaw(quat: np.ndarray) -> np.ndarray:
+    """Yaw (rad) of the body x axis projected on the ground; quat is [N, 4] as (w, x, y, z)."""
+    w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
+    return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def lin_vel_heading(quat: np.ndarray, lin_vel_world: np.ndarray) -> np.ndarray:
+    """[N, 2] horizontal velocity (forward, left) in the heading frame from world [N, >=2]."""
+    yaw = heading_yaw(quat)
+    c, s = np.cos(yaw), np.sin(yaw)
+    vx, vy = lin_vel_world[:, 0], lin_vel_world[:, 1]
+    return np.stack([c * vx + s * vy, -s * vx + c * vy], axis=1)
+
+
+def world_yaw_rate(quat: np.ndarray, ang_vel_body: np.ndarray) -> np.ndarray:
+    """[N] world-z angular velocity (rad/s, + is a left turn) from the body-frame [N, 3]."""
+    w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
+    # Third row of the body-to-world rotation matrix: world z in body coordinates.
+    row_z = np.stack(
+        [2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)], axis=1
+    )
+    return np.einsum("ni,ni->n", row_z, ang_vel_body)
+
+
+def shaped_reward(
+    lin_vel: np.ndarray,
+    yaw_rate: np.ndarray,
+    command: np.ndarray,
+    healthy: np.ndarray,
+    ctrl: np.ndarray,
+    contact_forces: np.ndarray,
+    params: RewardConfig,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Reward and its terms for N states.
+
+    lin_vel [N, 2] heading-frame velocity, yaw_rate [N] world yaw rate, command [N, 3] as
+    [vx, vy, yaw_rate], healthy [N] bool, ctrl [N, nu], contact_forces [N, ...] (cfrc_ext).
+    Returns total [N] and {term: [N]} where total == sum of the terms (costs are negative).
+    """
+    lin_err = np.sum(np.square(command[:, :2] - lin_vel), axis=1)
+    yaw_err = np.square(command[:, 2] - yaw_rate)
+    contact = np.sum(np.square(contact_forces.reshape(len(contact_forces), -1)), axis=1)
+    terms = {
+        "tracking_lin_vel": params.tracking_lin_vel * np.exp(-lin_err / params.lin_vel_sigma),
+        "tracking_yaw_rate": params.tracking_yaw_rate * np.exp(-yaw_err / params.yaw_rate_sigma),
+        "healthy": params.healthy * healthy.astype(np.float64),
+        "ctrl": -params.ctrl * np.sum(np.square(ctrl), axis=1),
+        # Clipped as in Humanoid-v5: a hard landing must not swamp the episode's return.
+        "contact": -np.minimum(params.contact * contact, params.contact_max),
+    }
+    total = np.sum(np.stack([terms[name] for name in TERM_NAMES]), axis=0)
+    return total, terms

@@ -1,0 +1,52 @@
+"""Skills as goal commands: every task is a point (or a distribution) in one goal space.
+
+A goal is [vx, vy, yaw_rate]: forward and leftward speed in the heading frame (m/s) and the
+world yaw rate (rad/s, + turns left). Fixed skills are constant goals, so one goal-conditioned
+policy can learn them all and a multi-task policy is told explicitly what to do.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+
+import numpy as np
+
+from flexrl.config import CommandConfig, Task
+
+# Order fixes the integer task id recorded in info["task_id"] and in the store.
+TASKS: tuple[Task, ...] = typing.get_args(Task)
+GOAL_DIM = 3
+
+
+def task_id(task: Task) -> int:
+    return TASKS.index(task)
+
+
+def sample_goal(task: Task, cfg: CommandConfig, rng: np.random.Generator) -> np.ndarray:
+    """The goal for `task`: constant for the fixed skills, uniform in the ranges for `goal`."""
+    if task == "walk_forward":
+        return np.array([cfg.walk_speed, 0.0, 0.0])
+    if task == "turn_left":
+        return np.array([0.0, 0.0, cfg.turn_rate])
+    if task == "turn_right":
+        return np.array([0.0, 0.0, -cfg.turn_rate])
+    if task == "goal":
+        low, high = np.array([cfg.vx_range, cfg.vy_range, cfg.yaw_rate_range]).T
+        return rng.uniform(low, high)
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def task_probabilities(weights: Mapping[Task, float]) -> np.ndarray:
+    """Normalised weights over TASKS (tasks not named get 0)."""
+    unknown = set(weights) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown task(s) {sorted(unknown)}; expected some of {', '.join(TASKS)}")
+    p = np.array([float(weights.get(t, 0.0)) for t in TASKS])
+    if np.any(p < 0) or p.sum() <= 0:
+        raise ValueError(f"task weights must be >= 0 and not all 0, got {dict(weights)}")
+    return p / p.sum()
+
+
+def sample_task(probabilities: np.ndarray, rng: np.random.Generator) -> Task:
+    return TASKS[int(rng.choice(len(TASKS), p=probabilities))]

@@ -1,0 +1,132 @@
+"""PPO checkpoints: one `torch.save` dict of tensors and plain values, read with weights_only.
+
+    format        "flexrl.ppo/1"
+    recipe        the TrainRecipe as JSON-like data (model_dump(mode="json"))
+    global_step   env steps taken (all envs) when the checkpoint was taken
+    update        PPO updates completed; a resumed run starts with update + 1
+    obs_dim, act_dim, action_low, action_high
+    agent         Agent.state_dict()
+    optimizer     Adam.state_dict()
+    obs_rms       observation normaliser: mean, var (float64), count
+    reward_scaler running std of the discounted return, and each env's running return
+    rng           python (random.getstate()), numpy (legacy global state), torch (CPU state)
+    envs          per env: MuJoCo state, TimeLimit counter, np_random state and the state of
+                  any layer with state_dict() (see flexrl.rl.envs)
+    next_obs      the normalised observations the next rollout starts from
+    next_done     which envs start a new episode with them
+    episode       per-env running return and length, and the recent episode returns
+
+A checkpoint is always taken at an update boundary, so resuming it continues exactly where the
+uninterrupted run would have been: the bytes of the latest boundary are kept in memory, and an
+interruption writes those (the partial rollout after them is dropped, at most one update).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flexrl.config import TrainRecipe
+from flexrl.errors import FlexrlError
+from flexrl.fileio import atomic_write_bytes, sha256_file
+from flexrl.rl.agent import Agent, Policy
+from flexrl.rl.normalization import ObsNormalizer
+from flexrl.workspace import Workspace
+from flexrl.workspace.records import Artifact, ArtifactKind, RunRecord
+
+FORMAT = "flexrl.ppo/1"
+
+
+def get_rng_state() -> dict[str, Any]:
+    _kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+
+
+def to_bytes(checkpoint: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getvalue()
+
+
+def write_checkpoint(path: Path, data: bytes) -> None:
+    """Atomically: a reader (or a crash) never sees half a checkpoint."""
+    atomic_write_bytes(path, data)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a PPO checkpoint; weights_only=True, so a checkpoint cannot run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FlexrlError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise FlexrlError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise FlexrlError(f"{path}: not a flexrl PPO checkpoint (expected format {FORMAT})")
+    return checkpoint
+
+
+def run_checkpoint(workspace: Workspace, record: RunRecord) -> tuple[Path, Artifact]:
+    """The newest checkpoint a run recorded ("final" if it finished, else "last"), verified
+    against the digest in its record."""
+    checkpoints = [a for a in record.outputs if a.kind == ArtifactKind.CHECKPOINT]
+    if not checkpoints:
+        raise FlexrlError(f"run {record.id} has no checkpoint to resume from")
+    artifact = checkpoints[-1]
+    path = Path(artifact.ref)
+    if not path.is_absolute():
+        path = workspace.root / path
+    if not path.is_file():
+        raise FlexrlError(f"run {record.id}: checkpoint {artifact.ref} is missing")
+    if artifact.digest is not None and sha256_file(path) != artifact.digest:
+        raise FlexrlError(
+            f"run {record.id}: checkpoint {artifact.ref} changed since it was recorded"
+        )
+    return path, artifact
+
+
+def load_policy(path: str | Path, device: torch.device | str = "cpu") -> Policy:
+    """A policy ready to act from a PPO checkpoint (observation normaliser included)."""
+    checkpoint = load_checkpoint(path)
+    recipe = TrainRecipe.model_validate(checkpoint["recipe"])
+    agent = Agent(checkpoint["obs_dim"], checkpoint["act_dim"], recipe.ppo.hidden_sizes)
+    agent.load_state_dict(checkpoint["agent"])
+    normalizer = ObsNormalizer((checkpoint["obs_dim"],), recipe.ppo.clip_obs, recipe.ppo.norm_obs)
+    normalizer.load_state_dict(checkpoint["obs_rms"])
+    return Policy(
+        agent,
+        normalizer,
+        checkpoint["action_low"].numpy(),
+        checkpoint["action_high"].numpy(),
+        device=device,
+    )

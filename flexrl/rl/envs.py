@@ -1,0 +1,130 @@
+"""Vectorised training environments, and their exact state for resuming.
+
+A resumed run must continue with bit-identical environments, so a checkpoint holds, per env:
+
+- MuJoCo's integration state (`mj_getState(mjSTATE_INTEGRATION)`: time, qpos, qvel, act,
+  warm start, controls, ...) and a copy of every mjData array. The arrays matter because
+  gymnasium's envs read quantities the last `mj_step` left behind (Humanoid's centre of mass
+  uses `xipos` before stepping); arrays sized by the current contacts are skipped when their
+  size differs, as `mj_step` recomputes them before use;
+- the `TimeLimit` step counter and the env's `np_random` generator (it draws reset noise);
+- the state of any layer (wrapper or env) that defines `state_dict()` / `load_state_dict()`,
+  so a task with its own state (a goal command, a resample counter) can resume exactly too.
+
+The current observations and episode counters belong to the learner and are saved there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+from gymnasium.envs.mujoco import MujocoEnv
+from gymnasium.wrappers import FlattenObservation, TimeLimit
+
+from flexrl.config import EnvConfig
+from flexrl.envs import make_env
+from flexrl.errors import FlexrlError
+
+_INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
+
+
+def make_flat_env(cfg: EnvConfig) -> gym.Env:
+    """`flexrl.envs.make_env`, with Dict observations flattened into one vector for the MLP."""
+    env = make_env(cfg)
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        env = FlattenObservation(env)
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise FlexrlError(f"env: PPO needs a continuous (Box) action space, got {env.action_space}")
+    return env
+
+
+def make_vector_env(cfg: EnvConfig) -> gym.vector.SyncVectorEnv:
+    """`cfg.num_envs` copies stepped in this process. SAME_STEP autoreset puts the final
+    observation of an episode into `infos["final_obs"]`, which truncation bootstrapping needs."""
+    return gym.vector.SyncVectorEnv(
+        [lambda: make_flat_env(cfg) for _ in range(cfg.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+
+
+def _layers(env: gym.Env) -> list[Any]:
+    layers: list[Any] = []
+    while isinstance(env, gym.Wrapper):
+        layers.append(env)
+        env = env.env
+    return [*layers, env]
+
+
+def get_env_state(env: gym.Env) -> dict[str, Any]:
+    state: dict[str, Any] = {"np_random": env.unwrapped.np_random.bit_generator.state}
+    custom = {}
+    for i, layer in enumerate(_layers(env)):
+        if isinstance(layer, TimeLimit):
+            state["elapsed_steps"] = layer._elapsed_steps
+        if callable(getattr(layer, "state_dict", None)):
+            custom[i] = layer.state_dict()
+    state["custom"] = custom
+    base = env.unwrapped
+    if isinstance(base, MujocoEnv):
+        vec = np.empty(mujoco.mj_stateSize(base.model, _INTEGRATION), np.float64)
+        mujoco.mj_getState(base.model, base.data, vec, _INTEGRATION)
+        arrays = {
+            name: value
+            for name in dir(base.data)
+            if not name.startswith("_")
+            and isinstance(value := getattr(base.data, name), np.ndarray)
+        }
+        state["mujoco"] = {"integration": torch.from_numpy(vec), "arrays": _pack(arrays)}
+    return state
+
+
+def set_env_state(env: gym.Env, state: dict[str, Any]) -> None:
+    env.unwrapped.np_random.bit_generator.state = state["np_random"]
+    for i, layer in enumerate(_layers(env)):
+        if isinstance(layer, TimeLimit):
+            layer._elapsed_steps = state["elapsed_steps"]
+        if i in state["custom"]:
+            layer.load_state_dict(state["custom"][i])
+    if "mujoco" in state:
+        base = env.unwrapped
+        assert isinstance(base, MujocoEnv)
+        for name, saved in _unpack(state["mujoco"]["arrays"]).items():
+            current = getattr(base.data, name, None)
+            if isinstance(current, np.ndarray) and current.shape == saved.shape:
+                current[...] = saved
+        vec = state["mujoco"]["integration"].numpy()
+        mujoco.mj_setState(base.model, base.data, vec, _INTEGRATION)
+
+
+def _pack(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Many small arrays as one byte tensor and a layout (torch.save is slow per tensor)."""
+    layout = [(name, a.dtype.str, list(a.shape)) for name, a in arrays.items()]
+    blob = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
+    return {"layout": layout, "bytes": torch.frombuffer(bytearray(blob), dtype=torch.uint8)}
+
+
+def _unpack(packed: dict[str, Any]) -> dict[str, np.ndarray]:
+    blob = packed["bytes"].numpy().tobytes()
+    arrays, offset = {}, 0
+    for name, dtype, shape in packed["layout"]:
+        count = int(np.prod(shape))
+        arrays[name] = np.frombuffer(blob, dtype, count, offset).reshape(shape)
+        offset += count * np.dtype(dtype).itemsize
+    return arrays
+
+
+def get_vector_env_state(envs: gym.vector.SyncVectorEnv) -> list[dict[str, Any]]:
+    return [get_env_state(env) for env in envs.envs]
+
+
+def set_vector_env_state(envs: gym.vector.SyncVectorEnv, states: list[dict[str, Any]]) -> None:
+    if len(states) != len(envs.envs):
+        raise FlexrlError(
+            f"checkpoint has {len(states)} envs, the recipe {len(envs.envs)}: keep env.num_envs"
+        )
+    for env, state in zip(envs.envs, states, strict=True):
+        set_env_state(env, state)

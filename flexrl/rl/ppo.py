@@ -1,0 +1,394 @@
+"""PPO for continuous actions, after CleanRL's ppo_continuous_action.py, read top to bottom.
+
+Hyperparameters come from the recipe (`TrainRecipe.ppo`, CleanRL's names). What flexrl adds:
+observation and reward normalisation held here so checkpoints carry them, bootstrapping from
+the final observation when an episode is truncated (CleanRL treats a time limit as a death),
+checkpoints with everything needed to resume bit-exactly on CPU, and run records.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn, optim
+
+from flexrl.config import TrainRecipe, recipe_to_yaml
+from flexrl.errors import FlexrlError
+from flexrl.rl import checkpoint as ckpt
+from flexrl.rl.agent import Agent
+from flexrl.rl.envs import get_vector_env_state, make_vector_env, set_vector_env_state
+from flexrl.rl.normalization import ObsNormalizer, RewardScaler
+from flexrl.seeding import seed_everything
+from flexrl.workspace.records import Artifact, ArtifactKind, RunRecord
+from flexrl.workspace.runs import Run
+
+RECENT_EPISODES = 20  # the progress bar shows the mean return of this many latest episodes
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    next_value: torch.Tensor,
+    next_done: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over a (num_steps, num_envs) rollout.
+
+    dones[t] says obs[t] starts a new episode, so step t-1 did not continue into it. Rewards of
+    truncated steps already include gamma * V(final obs), so a done always cuts the bootstrap.
+    Returns (advantages, returns = advantages + values).
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(next_value)
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextnonterminal = 1.0 - next_done
+            nextvalues = next_value
+        else:
+            nextnonterminal = 1.0 - dones[t + 1]
+            nextvalues = values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+        advantages[t] = lastgaelam
+    return advantages, advantages + values
+
+
+def bootstrap_truncated(
+    rewards: np.ndarray,
+    terminations: np.ndarray,
+    truncations: np.ndarray,
+    infos: dict[str, Any],
+    value_of: Callable[[np.ndarray], np.ndarray],
+    gamma: float,
+) -> np.ndarray:
+    """A time limit is not a failure: where an episode was truncated (and not terminated), add
+    gamma * V(final observation), which autoreset moved into infos["final_obs"]. GAE then
+    treats every episode end alike."""
+    truncated = truncations & ~terminations
+    if truncated.any():
+        rewards = rewards.copy()
+        rewards[truncated] += gamma * value_of(np.stack(infos["final_obs"][truncated]))
+    return rewards
+
+
+def train_ppo(
+    recipe: TrainRecipe,
+    run: Run,
+    resume_from: RunRecord | None = None,
+    *,
+    progress: bool = True,
+) -> None:
+    """Train a PPO agent as the recipe says, recording metrics and checkpoints in `run`.
+
+    With `resume_from`, continue from that run's newest checkpoint; on CPU the result is the
+    same, bit for bit, as a run that was never interrupted.
+    """
+    args = recipe.ppo
+    num_envs = recipe.env.num_envs
+    batch_size = num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    if minibatch_size < 1:
+        raise FlexrlError(
+            f"ppo.num_minibatches: {args.num_minibatches} is more than the {batch_size} steps of "
+            "a rollout (env.num_envs * ppo.num_steps)"
+        )
+    num_updates = math.ceil(args.total_steps / batch_size)  # at least total_steps are taken
+
+    seed_everything(recipe.seed, recipe.torch_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    envs = make_vector_env(recipe.env)
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    act_dim = int(np.prod(envs.single_action_space.shape))
+    action_low = envs.single_action_space.low
+    action_high = envs.single_action_space.high
+
+    agent = Agent(obs_dim, act_dim, args.hidden_sizes).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    obs_normalizer = ObsNormalizer((obs_dim,), args.clip_obs, enabled=args.norm_obs)
+    reward_scaler = RewardScaler(num_envs, args.gamma, args.clip_reward, enabled=args.norm_reward)
+
+    # Rollout storage, CleanRL's layout: (num_steps, num_envs, ...).
+    obs = torch.zeros((args.num_steps, num_envs, obs_dim), device=device)
+    actions = torch.zeros((args.num_steps, num_envs, act_dim), device=device)
+    logprobs = torch.zeros((args.num_steps, num_envs), device=device)
+    rewards = torch.zeros((args.num_steps, num_envs), device=device)
+    dones = torch.zeros((args.num_steps, num_envs), device=device)
+    values = torch.zeros((args.num_steps, num_envs), device=device)
+
+    # Start: envs seeded seed+i, or everything as the checkpoint left it.
+    raw_obs, _ = envs.reset(seed=[recipe.seed + i for i in range(num_envs)])
+    next_obs = torch.tensor(obs_normalizer(raw_obs, update=True), device=device)
+    next_done = torch.zeros(num_envs, device=device)
+    episode_return = np.zeros(num_envs)
+    episode_length = np.zeros(num_envs, dtype=np.int64)
+    recent_returns: deque[float] = deque(maxlen=RECENT_EPISODES)
+    global_step = 0
+    start_update = 1
+    if resume_from is not None:
+        state, path = _load_resume_state(run, resume_from)
+        try:
+            agent.load_state_dict(state["agent"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as e:
+            raise FlexrlError(f"--resume: {path} does not fit this recipe's network: {e}") from None
+        obs_normalizer.load_state_dict(state["obs_rms"])
+        reward_scaler.load_state_dict(state["reward_scaler"])
+        set_vector_env_state(envs, state["envs"])
+        next_obs = state["next_obs"].to(device)
+        next_done = state["next_done"].to(device)
+        episode_return = state["episode"]["return"].numpy().copy()
+        episode_length = state["episode"]["length"].numpy().copy()
+        recent_returns.extend(state["episode"]["recent_returns"])
+        global_step = state["global_step"]
+        start_update = state["update"] + 1
+        ckpt.set_rng_state(state["rng"])
+
+    def value_of(raw_obs: np.ndarray) -> np.ndarray:
+        """V(s) of raw observations, normalised with the current statistics (not updating)."""
+        with torch.no_grad():
+            x = torch.tensor(obs_normalizer(raw_obs), device=device)
+            return agent.get_value(x).flatten().cpu().numpy()
+
+    def snapshot(update: int) -> bytes:
+        """Everything needed to continue after `update` (see flexrl.rl.checkpoint)."""
+        return ckpt.to_bytes(
+            {
+                "format": ckpt.FORMAT,
+                "recipe": recipe.model_dump(mode="json"),
+                "global_step": global_step,
+                "update": update,
+                "obs_dim": obs_dim,
+                "act_dim": act_dim,
+                "action_low": torch.from_numpy(action_low.copy()),
+                "action_high": torch.from_numpy(action_high.copy()),
+                "agent": agent.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "obs_rms": obs_normalizer.state_dict(),
+                "reward_scaler": reward_scaler.state_dict(),
+                "rng": ckpt.get_rng_state(),
+                "envs": get_vector_env_state(envs),
+                "next_obs": next_obs.cpu(),
+                "next_done": next_done.cpu(),
+                "episode": {
+                    "return": torch.from_numpy(episode_return.copy()),
+                    "length": torch.from_numpy(episode_length.copy()),
+                    "recent_returns": list(recent_returns),
+                },
+            }
+        )
+
+    from torch.utils.tensorboard import SummaryWriter  # slow import; only training needs it
+
+    writer = SummaryWriter(str(run.dir / "tensorboard"))
+    writer.add_text("recipe", f"```yaml\n{recipe_to_yaml(recipe)}```")
+    bar = Progress(
+        TextColumn("[bold]PPO[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps · {task.fields[sps]:,.0f} steps/s · return {task.fields[ret]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
+    )
+    task = bar.add_task(
+        "train", total=num_updates * batch_size, completed=global_step, sps=0.0, ret="-"
+    )
+    latest = snapshot(start_update - 1)  # an interruption before the first update keeps this
+    start_time, start_step = time.monotonic(), global_step
+    try:
+        bar.start()
+        for update in range(start_update, num_updates + 1):
+            if args.anneal_lr:
+                frac = 1.0 - (update - 1.0) / num_updates
+                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+            finished_returns: list[float] = []
+            finished_lengths: list[int] = []
+
+            for step in range(args.num_steps):
+                global_step += num_envs
+                obs[step] = next_obs
+                dones[step] = next_done
+
+                with torch.no_grad():
+                    action, logprob, _, value = agent.get_action_and_value(next_obs)
+                    values[step] = value.flatten()
+                actions[step] = action
+                logprobs[step] = logprob
+
+                # The env gets the action clipped to its bounds; the buffer keeps the sample,
+                # whose log-prob is what the Gaussian gave.
+                env_action = np.clip(action.cpu().numpy(), action_low, action_high)
+                raw_obs, reward, terminations, truncations, infos = envs.step(env_action)
+                done = terminations | truncations
+
+                episode_return += reward
+                episode_length += 1
+                for i in np.flatnonzero(done):
+                    finished_returns.append(float(episode_return[i]))
+                    finished_lengths.append(int(episode_length[i]))
+                    recent_returns.append(float(episode_return[i]))
+                episode_return[done] = 0.0
+                episode_length[done] = 0
+
+                scaled_reward = bootstrap_truncated(
+                    reward_scaler(reward, done),
+                    terminations,
+                    truncations,
+                    infos,
+                    value_of,
+                    args.gamma,
+                )
+                rewards[step] = torch.tensor(scaled_reward, device=device)
+                next_obs = torch.tensor(obs_normalizer(raw_obs, update=True), device=device)
+                next_done = torch.tensor(done, dtype=torch.float32, device=device)
+
+            with torch.no_grad():
+                next_value = agent.get_value(next_obs).reshape(1, -1)
+                advantages, returns = compute_gae(
+                    rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda
+                )
+
+            # Flatten the batch
+            b_obs = obs.reshape((-1, obs_dim))
+            b_logprobs = logprobs.reshape(-1)
+            b_actions = actions.reshape((-1, act_dim))
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+            b_values = values.reshape(-1)
+
+            # Optimise the policy and value networks
+            b_inds = np.arange(batch_size)
+            clipfracs = []
+            for _epoch in range(args.update_epochs):
+                np.random.shuffle(b_inds)
+                for start in range(0, batch_size, minibatch_size):
+                    mb_inds = b_inds[start : start + minibatch_size]
+
+                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(
+                        b_obs[mb_inds], b_actions[mb_inds]
+                    )
+                    logratio = newlogprob - b_logprobs[mb_inds]
+                    ratio = logratio.exp()
+
+                    with torch.no_grad():
+                        # http://joschu.net/blog/kl-approx.html
+                        old_approx_kl = (-logratio).mean()
+                        approx_kl = ((ratio - 1) - logratio).mean()
+                        clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+
+                    mb_advantages = b_advantages[mb_inds]
+                    if args.norm_adv:
+                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (
+                            mb_advantages.std() + 1e-8
+                        )
+
+                    # Policy loss: the clipped surrogate, negated because optimisers minimise
+                    pg_loss1 = -mb_advantages * ratio
+                    pg_loss2 = -mb_advantages * torch.clamp(
+                        ratio, 1 - args.clip_coef, 1 + args.clip_coef
+                    )
+                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                    # Value loss
+                    newvalue = newvalue.view(-1)
+                    if args.clip_vloss:
+                        v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                        v_clipped = b_values[mb_inds] + torch.clamp(
+                            newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
+                        )
+                        v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                        v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                    else:
+                        v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                    optimizer.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+
+                if args.target_kl is not None and approx_kl > args.target_kl:
+                    break
+
+            y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+            var_y = np.var(y_true)
+            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+            sps = (global_step - start_step) / max(time.monotonic() - start_time, 1e-9)
+            metrics: dict[str, float] = {
+                "global_step": global_step,
+                "learning_rate": optimizer.param_groups[0]["lr"],
+                "value_loss": v_loss.item(),
+                "policy_loss": pg_loss.item(),
+                "entropy": entropy_loss.item(),
+                "old_approx_kl": old_approx_kl.item(),
+                "approx_kl": approx_kl.item(),
+                "clipfrac": float(np.mean(clipfracs)),
+                "explained_variance": float(explained_var),
+                "SPS": sps,
+            }
+            if finished_returns:  # updates in which no episode ended leave these cells empty
+                metrics["episodic_return"] = float(np.mean(finished_returns))
+                metrics["episodic_length"] = float(np.mean(finished_lengths))
+            run.log_metrics(global_step, metrics)
+            for name, value in metrics.items():
+                writer.add_scalar(f"{_TB_GROUP.get(name, 'losses')}/{name}", value, global_step)
+            recent = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
+            bar.update(task, completed=global_step, sps=sps, ret=recent)
+
+            latest = snapshot(update)
+            if (
+                args.checkpoint_every
+                and update % args.checkpoint_every == 0
+                and update < num_updates
+            ):
+                _save_checkpoint(run, latest, "last")
+        _save_checkpoint(run, latest, "final")
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as RunInterrupted: keep the last boundary
+        _save_checkpoint(run, latest, "last")
+        raise
+    finally:
+        bar.stop()
+        writer.close()
+        envs.close()
+
+
+_TB_GROUP = {
+    "episodic_return": "charts",
+    "episodic_length": "charts",
+    "learning_rate": "charts",
+    "SPS": "charts",
+    "global_step": "charts",
+}
+
+
+def _save_checkpoint(run: Run, data: bytes, role: str) -> Path:
+    """Write `<role>.pt` and record it with its digest."""
+    path = run.artifacts_dir / f"{role}.pt"
+    ckpt.write_checkpoint(path, data)
+    run.add_artifact(path, ArtifactKind.CHECKPOINT, role=role)  # replaces the older entry
+    return path
+
+
+def _load_resume_state(run: Run, old: RunRecord) -> tuple[dict[str, Any], Path]:
+    """Read the old run's newest checkpoint and record both as inputs of this run."""
+    path, artifact = ckpt.run_checkpoint(run.workspace, old)
+    state = ckpt.load_checkpoint(path)
+    run.add_input(Artifact(kind=ArtifactKind.RUN, ref=old.id, role="resume"))
+    run.add_input(artifact.model_copy(update={"role": "resume"}))
+    return state, path

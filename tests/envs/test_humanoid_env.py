@@ -1,0 +1,194 @@
+"""The Humanoid skill envs: registration, observation layout, goals, seeding, falls, multi-task."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from flexrl.config import EnvConfig, TrainRecipe, load_recipe
+from flexrl.envs import GOAL_SLICE, MULTITASK_ID, TASK_IDS, TASKS, make_env, task_id
+
+REPO = Path(__file__).resolve().parents[2]
+EXPECTED_GOALS = {
+    "walk_forward": [1.0, 0.0, 0.0],
+    "turn_left": [0.0, 0.0, 0.5],
+    "turn_right": [0.0, 0.0, -0.5],
+}
+
+
+@pytest.mark.parametrize("env_id", [*TASK_IDS.values(), MULTITASK_ID])
+def test_every_id_registers_and_steps_with_the_goal_in_the_observation(env_id):
+    env = gym.make(env_id)
+    assert env.observation_space.shape == (351,)
+    assert env.action_space.shape == (17,)
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (351,) and env.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs[GOAL_SLICE], info["goal"])
+    task = TASKS[info["task_id"]]
+    if task in EXPECTED_GOALS:
+        np.testing.assert_allclose(info["goal"], EXPECTED_GOALS[task])
+    obs, reward, _, _, info = env.step(env.action_space.sample())
+    assert obs.shape == (351,) and np.isfinite(reward)
+    assert reward == pytest.approx(sum(info["reward_terms"].values()))
+    assert {"goal", "task_id", "lin_vel", "yaw_rate", "reward_terms"} <= set(info)
+    env.close()
+
+
+def test_fixed_task_ids_report_their_task():
+    for task, env_id in TASK_IDS.items():
+        env = gym.make(env_id)
+        assert env.reset(seed=0)[1]["task_id"] == task_id(task)
+        env.close()
+
+
+def test_goal_resamples_every_n_steps_and_is_reproducible_under_a_seed():
+    def rollout(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        env = gym.make("flexrl/HumanoidGoal-v0", command={"resample_steps": 3})
+        obs, info = env.reset(seed=seed)
+        obs_goals, info_goals = [obs[GOAL_SLICE]], []
+        for _ in range(9):
+            obs, _, _, _, info = env.step(np.zeros(17))
+            obs_goals.append(obs[GOAL_SLICE])
+            info_goals.append(info["goal"])
+        env.close()
+        return np.array(obs_goals), np.array(info_goals)
+
+    obs_goals, info_goals = rollout(seed=7)
+    # A step is rewarded against the goal in the observation its action was chosen from.
+    np.testing.assert_array_equal(info_goals, obs_goals[:-1])
+    # obs after step k shows a new goal exactly when k is a multiple of 3.
+    changed = [not np.array_equal(obs_goals[k], obs_goals[k - 1]) for k in range(1, 10)]
+    assert changed == [False, False, True] * 3
+    low, high = np.array([(-0.5, 1.5), (-0.5, 0.5), (-0.5, 0.5)]).T
+    assert np.all((obs_goals >= low) & (obs_goals <= high))
+    again, _ = rollout(seed=7)
+    np.testing.assert_array_equal(obs_goals, again)
+    other, _ = rollout(seed=8)
+    assert not np.array_equal(obs_goals, other)
+
+
+def test_same_seed_same_start():
+    env = gym.make("flexrl/HumanoidMultiTask-v0")
+    first = [env.reset(seed=11) for _ in range(2)]
+    np.testing.assert_array_equal(first[0][0], first[1][0])
+    assert first[0][1]["task_id"] == first[1][1]["task_id"]
+    env.close()
+
+
+def test_falling_terminates_and_standing_does_not():
+    env = gym.make("flexrl/HumanoidWalk-v0")
+    env.reset(seed=0)
+    _, _, terminated, _, _ = env.step(np.zeros(17))
+    assert not terminated  # the initial pose stands (torso ~1.4 m)
+    u = env.unwrapped
+    qpos = u.init_qpos.copy()
+    qpos[2] = 0.3  # torso on the floor
+    u.set_state(qpos, np.zeros(u.model.nv))
+    _, _, terminated, truncated, info = env.step(np.zeros(17))
+    assert terminated and not truncated
+    assert info["reward_terms"]["healthy"] == 0.0
+    env.close()
+
+
+def test_an_unactuated_humanoid_falls_and_the_episode_ends():
+    env = gym.make("flexrl/HumanoidWalk-v0")
+    env.reset(seed=0)
+    terminated = False
+    for _ in range(200):  # ~3 s; with no torques it is down in well under one
+        terminated = env.step(np.zeros(17))[2]
+        if terminated:
+            break
+    assert terminated
+    assert env.unwrapped.data.qpos[2] < 1.0
+    env.close()
+
+
+def test_multitask_samples_tasks_with_the_given_weights():
+    weights = {"walk_forward": 3.0, "goal": 1.0, "turn_left": 0.0}
+    env = gym.make(MULTITASK_ID, task_weights=weights)
+
+    def draw(seed: int, n: int = 400) -> np.ndarray:
+        env.reset(seed=seed)
+        return np.array([env.reset()[1]["task_id"] for _ in range(n)])
+
+    ids = draw(seed=5)
+    share = np.bincount(ids, minlength=len(TASKS)) / len(ids)
+    # 400 draws: the standard error of a 0.75 share is ~0.022.
+    assert share[task_id("walk_forward")] == pytest.approx(0.75, abs=0.09)
+    assert share[task_id("goal")] == pytest.approx(0.25, abs=0.09)
+    assert share[task_id("turn_left")] == 0 and share[task_id("turn_right")] == 0
+    np.testing.assert_array_equal(ids, draw(seed=5))
+    env.close()
+
+
+def test_reset_option_picks_the_task_of_one_episode():
+    env = gym.make(MULTITASK_ID)
+    for task in TASKS:
+        obs, info = env.reset(seed=0, options={"task": task})
+        assert info["task_id"] == task_id(task)
+        if task in EXPECTED_GOALS:
+            np.testing.assert_allclose(obs[GOAL_SLICE], EXPECTED_GOALS[task])
+    with pytest.raises(ValueError, match="unknown task"):
+        env.reset(options={"task": "fly"})
+    env.close()
+
+
+def test_env_pickles_with_its_settings():
+    env = gym.make("flexrl/HumanoidGoal-v0", command={"resample_steps": 4}, reward={"ctrl": 0.2})
+    clone = pickle.loads(pickle.dumps(env.unwrapped))
+    assert clone.command_cfg.resample_steps == 4 and clone.reward_cfg.ctrl == 0.2
+    assert clone.default_task == "goal"
+    env.close()
+    clone.close()
+
+
+def test_make_env_builds_the_recipe_task():
+    cfg = EnvConfig(task="turn_right", max_episode_steps=7, reward={"healthy": 2.5})
+    env = make_env(cfg)
+    assert env.spec.id == TASK_IDS["turn_right"]
+    obs, info = env.reset(seed=0)
+    np.testing.assert_allclose(obs[GOAL_SLICE], [0.0, 0.0, -0.5])
+    for _ in range(7):
+        _, _, terminated, truncated, info = env.step(np.zeros(17))
+        if terminated:
+            break
+    assert truncated or terminated
+    assert info["reward_terms"]["healthy"] in (0.0, 2.5)
+    env.close()
+
+    multi = make_env(EnvConfig(task_weights={"turn_left": 1.0, "goal": 0.0}))
+    assert multi.spec.id == MULTITASK_ID
+    assert multi.reset(seed=0)[1]["task_id"] == task_id("turn_left")
+    multi.close()
+
+
+def test_make_env_keeps_the_plain_gymnasium_path():
+    env = make_env(EnvConfig(id="InvertedPendulum-v5", max_episode_steps=5))
+    assert env.observation_space.shape == (4,)
+    env.close()
+
+
+def test_vector_env_gathers_reward_terms_per_env():
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(EnvConfig(task="goal")) for _ in range(2)])
+    obs, info = envs.reset(seed=0)
+    assert obs.shape == (2, 351) and info["goal"].shape == (2, 3)
+    _, _, _, _, info = envs.step(np.zeros((2, 17)))
+    assert info["reward_terms"]["tracking_lin_vel"].shape == (2,)
+    assert info["task_id"].tolist() == [task_id("goal")] * 2
+    envs.close()
+
+
+HUMANOID_RECIPES = sorted((REPO / "recipes").glob("humanoid_*.yaml"))
+
+
+@pytest.mark.parametrize("path", HUMANOID_RECIPES, ids=lambda p: p.name)
+def test_shipped_humanoid_recipes_make_their_env(path):
+    env = make_env(load_recipe(path, TrainRecipe).env)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (351,)
+    env.step(env.action_space.sample())
+    env.close()

@@ -1,0 +1,107 @@
+"""The pieces PPO is built from, checked against hand computations."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from flexrl.config import EnvConfig
+from flexrl.rl.checkpoint import get_rng_state, set_rng_state
+from flexrl.rl.envs import make_vector_env
+from flexrl.rl.normalization import ObsNormalizer, RewardScaler, RunningMeanStd
+from flexrl.rl.ppo import bootstrap_truncated, compute_gae
+
+
+def test_gae_matches_a_hand_computation_and_cuts_at_episode_ends():
+    # One env, three steps; obs[2] starts a new episode (dones[2] = 1), so step 1 must not
+    # bootstrap from values[2], while step 2 bootstraps from next_value.
+    gamma, lam = 0.9, 0.5
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[0.5], [1.0], [2.0]])
+    dones = torch.tensor([[0.0], [0.0], [1.0]])
+    next_value, next_done = torch.tensor([[4.0]]), torch.tensor([0.0])
+
+    adv, ret = compute_gae(rewards, values, dones, next_value, next_done, gamma, lam)
+
+    d2 = 3.0 + gamma * 4.0 - 2.0
+    d1 = 2.0 - 1.0  # episode ended: no gamma * V(next)
+    d0 = 1.0 + gamma * 1.0 - 0.5
+    expected = torch.tensor([[d0 + gamma * lam * d1], [d1], [d2]])
+    assert torch.allclose(adv, expected)
+    assert torch.allclose(ret, expected + values)
+
+    # With next_done the last step does not bootstrap either.
+    adv, _ = compute_gae(rewards, values, dones, next_value, torch.tensor([1.0]), gamma, lam)
+    assert adv[2, 0].item() == pytest.approx(3.0 - 2.0)
+
+
+def test_running_mean_std_equals_numpy_over_all_batches():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(n, 4)) for n in (1, 7, 50)]
+    rms = RunningMeanStd((4,), epsilon=0.0)
+    for batch in batches:
+        rms.update(batch)
+    everything = np.concatenate(batches)
+    np.testing.assert_allclose(rms.mean, everything.mean(0))
+    np.testing.assert_allclose(rms.var, everything.var(0))
+
+
+def test_obs_normalizer_clips_and_only_updates_when_asked():
+    norm = ObsNormalizer((2,), clip=5.0)
+    norm(np.array([[0.0, 0.0], [2.0, 2.0]]), update=True)
+    mean = norm.rms.mean.copy()
+    out = norm(np.array([[1000.0, -1000.0]]))
+    assert out.dtype == np.float32 and out.tolist() == [[5.0, -5.0]]
+    assert np.array_equal(norm.rms.mean, mean)
+
+
+def test_reward_scaler_divides_by_return_std_and_resets_on_done():
+    scaler = RewardScaler(num_envs=2, gamma=0.5, clip=10.0)
+    scaler(np.array([1.0, 1.0]), np.array([False, True]))
+    assert scaler.returns.tolist() == [1.0, 0.0]  # env 1's episode ended
+    scaler(np.array([1.0, 1.0]), np.array([False, False]))
+    assert scaler.returns.tolist() == [1.5, 1.0]
+    out = scaler(np.array([4.0, -4.0]), np.array([False, False]))
+    std = np.sqrt(scaler.rms.var + scaler.epsilon)
+    np.testing.assert_allclose(out, np.array([4.0, -4.0]) / std, rtol=1e-6)
+
+
+def test_rng_states_survive_a_weights_only_round_trip():
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    buffer = io.BytesIO()
+    torch.save(get_rng_state(), buffer)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    buffer.seek(0)
+    set_rng_state(torch.load(buffer, weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_truncated_episodes_bootstrap_from_their_final_observation_terminated_do_not():
+    # Real vector envs: env 0 is cut by its time limit after 3 steps; env 1 starts with the
+    # pole past 0.2 rad, so its first step terminates. Both autoreset in the same step.
+    envs = make_vector_env(EnvConfig(id="InvertedPendulum-v5", num_envs=2, max_episode_steps=3))
+    envs.reset(seed=[0, 1])
+    envs.envs[1].unwrapped.set_state(np.array([0.0, 0.5]), np.zeros(2))
+    seen: list[np.ndarray] = []
+
+    def value_of(raw_obs: np.ndarray) -> np.ndarray:
+        seen.append(raw_obs)
+        return np.full(len(raw_obs), 10.0)
+
+    results = []
+    for _ in range(3):
+        obs, reward, terminated, truncated, infos = envs.step(np.zeros((2, 1)))
+        results.append(bootstrap_truncated(reward, terminated, truncated, infos, value_of, 0.9))
+    assert terminated.tolist() == [False, False] and truncated.tolist() == [True, False]
+    assert [r.tolist() for r in results] == [[1.0, 0.0], [1.0, 1.0], [1.0 + 0.9 * 10.0, 1.0]]
+    # V was asked once, for env 0's last observation, not the reset observation replacing it.
+    (final,) = seen
+    assert np.array_equal(final, infos["final_obs"][0][None]) and not np.array_equal(
+        final[0], obs[0]
+    )

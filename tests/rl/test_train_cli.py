@@ -1,0 +1,103 @@
+"""`flexrl train` end to end in real subprocesses: a completed run, SIGTERM, --resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from flexrl.fileio import sha256_file
+from flexrl.rl import load_checkpoint, load_policy
+from flexrl.workspace import Workspace
+from flexrl.workspace.records import ArtifactKind, RunStatus
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = "recipes/quickstart.yaml"
+
+
+def checkpoints(ws: Workspace, run_id: str):
+    return [a for a in ws.load_run(run_id).outputs if a.kind == ArtifactKind.CHECKPOINT]
+
+
+def test_train_records_a_completed_run(cli, workspace):
+    # 2 updates of 4 envs x 512 steps.
+    result = cli(
+        "train", "--config", QUICKSTART, "--set", "ppo.total_steps=4096",
+        "--name", "quick", "--workspace", str(workspace),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ws = Workspace(workspace)
+    (record,) = ws.list_runs()
+    assert record.status == RunStatus.COMPLETED and record.name == "quick"
+    assert record.id in result.stdout
+
+    run_dir = ws.run_dir(record.id)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2048, 4096]
+    for column in ("value_loss", "policy_loss", "approx_kl", "clipfrac", "explained_variance",
+                   "learning_rate", "SPS", "episodic_return", "episodic_length"):  # fmt: skip
+        assert rows[-1][column] != "", column
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+    (final,) = checkpoints(ws, record.id)
+    assert final.role == "final"
+    path = workspace / final.ref
+    assert final.digest == sha256_file(path)
+    assert torch.load(path, weights_only=True)["global_step"] == 4096
+    policy = load_policy(path)
+    assert policy.act(torch.zeros(4).numpy()).shape == (1,)
+
+
+def test_sigterm_leaves_an_interrupted_run_with_a_checkpoint_that_resumes(cli, workspace):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flexrl", "train", "--config", QUICKSTART,
+         "--set", "ppo.total_steps=10000000", "--workspace", str(workspace)],
+        cwd=REPO, env={**os.environ, "FLEXRL_DEBUG": ""},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until it has finished two updates
+            metrics = list(workspace.glob("runs/*/metrics.csv"))
+            if metrics and len(metrics[0].read_text().splitlines()) >= 3:
+                break
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    ws = Workspace(workspace)
+    (record,) = ws.list_runs()
+    assert record.status == RunStatus.INTERRUPTED
+    (last,) = checkpoints(ws, record.id)
+    assert last.role == "last" and last.digest == sha256_file(workspace / last.ref)
+    state = load_checkpoint(workspace / last.ref)  # weights_only
+    assert state["update"] >= 1 and state["global_step"] == state["update"] * 2048
+
+    # --resume continues from it (here for one more update) and records where it came from.
+    total = state["global_step"] + 2048
+    result = cli(
+        "train", "--config", QUICKSTART, "--set", f"ppo.total_steps={total}",
+        "--resume", record.id, "--workspace", str(workspace),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    resumed = ws.list_runs()[-1]
+    assert resumed.status == RunStatus.COMPLETED
+    assert {(i.kind, i.role) for i in resumed.inputs} == {
+        (ArtifactKind.RUN, "resume"),
+        (ArtifactKind.CHECKPOINT, "resume"),
+    }
+    assert any(i.digest == last.digest for i in resumed.inputs)
+    (final,) = checkpoints(ws, resumed.id)
+    assert load_checkpoint(workspace / final.ref)["global_step"] == total
