@@ -16,7 +16,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer >= 0.
 from typer.exceptions import Abort, TyperException
 
 import flexrl
-from flexrl.cli import runs, train
+from flexrl.cli import data, runs, train
 from flexrl.errors import FlexrlError
 from flexrl.workspace import RunInterrupted
 
@@ -52,6 +52,7 @@ def root(
 
 app.command("train", help=train.train.__doc__)(train.train)
 app.add_typer(runs.app, name="runs")
+app.add_typer(data.app, name="data")
 
 
 def _error(message: str, code: int = 2) -> None:

@@ -1,0 +1,409 @@
+"""`flexrl data ls | info | log | tag | verify | gc | export | import`: the trajectory store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.errors import FlexrlError
+from flexrl.store import catalog, maintenance
+from flexrl.store.format import check_name
+from flexrl.store.reader import open_dataset
+
+app = typer.Typer(
+    help="Versioned trajectory datasets: list, inspect, tag, verify, clean up, export, import.",
+    no_args_is_help=True,
+)
+
+RefArgument = Annotated[
+    str, typer.Argument(help="Dataset reference: NAME (latest version), NAME@v3 or NAME@TAG.")
+]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _lineage_text(lineage: dict) -> str:
+    parts = [f"{k}={v}" for k, v in lineage.items() if v]
+    return ", ".join(parts) or "-"
+
+
+@app.command("ls")
+def ls(json: JsonOption = False, workspace: WorkspaceOption = DEFAULT_WORKSPACE) -> None:
+    """List datasets with their latest version, episodes, steps and size on disk."""
+    rows = []
+    for name in catalog.list_datasets(workspace):
+        paths = catalog.dataset_paths(workspace, name)
+        versions = paths.list_versions()
+        row: dict = {"name": name, "versions": len(versions), "latest": None}
+        if versions:
+            try:
+                manifest, digest = catalog.read_manifest(paths, versions[-1])
+                row.update(
+                    latest=f"{name}@v{manifest.version}",
+                    digest=digest,
+                    episodes=manifest.episodes,
+                    steps=manifest.steps,
+                    bytes=manifest.nbytes,
+                    created_at=manifest.created_at,
+                    tags=sorted(catalog.list_tags(paths)),
+                )
+            except FlexrlError as e:
+                row["error"] = str(e)
+        rows.append(row)
+    if json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"no datasets in {workspace}")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("name", "latest", "episodes", "steps", "size", "tags", "updated (UTC)"):
+        table.add_column(
+            column, justify="right" if column in ("episodes", "steps", "size") else "left"
+        )
+    for r in rows:
+        if r.get("error"):
+            table.add_row(r["name"], f"[red]{r['error']}[/]", "", "", "", "", "")
+        elif r["latest"] is None:
+            table.add_row(r["name"], "[dim]no versions[/]", "", "", "", "", "")
+        else:
+            table.add_row(
+                r["name"],
+                r["latest"],
+                str(r["episodes"]),
+                str(r["steps"]),
+                _size(r["bytes"]),
+                ", ".join(r["tags"]),
+                r["created_at"][:19].replace("T", " "),
+            )
+    console.print(table)
+
+
+@app.command("info")
+def info(
+    ref: RefArgument, json: JsonOption = False, workspace: WorkspaceOption = DEFAULT_WORKSPACE
+) -> None:
+    """Episodes, steps, size on disk, return statistics, per-task breakdown, shards, lineage."""
+    ds = open_dataset(ref, workspace)
+    stats = ds.stats()
+    manifest = ds.manifest
+    if json:
+        print_json(
+            {
+                "ref": ds.ref,
+                "digest": ds.digest,
+                "created_at": manifest.created_at,
+                "schema": manifest.schema.to_json(),
+                "stats": stats.to_json(),
+                "lineage": manifest.lineage.to_json(),
+                "shards": [
+                    {k: v for k, v in s.to_json().items() if k not in ("files", "arrays")}
+                    for s in manifest.shards
+                ],
+            }
+        )
+        return
+    schema = manifest.schema
+    r, n = stats.returns, stats.lengths
+    rows = [
+        (
+            "version",
+            f"{ds.ref}  {ds.digest[:19]}  ({manifest.created_at[:19].replace('T', ' ')} UTC)",
+        ),
+        (
+            "episodes",
+            f"{stats.episodes} ({stats.terminated} terminated, "
+            f"{stats.episodes - stats.terminated} truncated or cut)",
+        ),
+        (
+            "steps",
+            f"{stats.steps}  (length mean {n.mean:.1f}, min {n.min:.0f}, "
+            f"median {n.p50:.0f}, max {n.max:.0f})",
+        ),
+        ("size on disk", f"{_size(stats.nbytes)} in {len(manifest.shards)} shards"),
+        (
+            "returns",
+            f"mean {r.mean:.3f} ± {r.std:.3f}, min {r.min:.3f}, median {r.p50:.3f}, "
+            f"max {r.max:.3f}",
+        ),
+        ("observations", schema.observations.describe()),
+        ("actions", schema.actions.describe()),
+        ("rewards", schema.rewards.describe()),
+    ]
+    if schema.goals:
+        rows.append(("goals", schema.goals.describe()))
+    if schema.infos:
+        rows.append(("infos", ", ".join(f"{k} {v.describe()}" for k, v in schema.infos)))
+    rows.append(("lineage", _lineage_text(manifest.lineage.to_json())))
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    tasks = Table(title="per task", box=None, header_style="bold", title_justify="left")
+    for column in ("task", "episodes", "steps", "return mean", "return std"):
+        tasks.add_column(column, justify="left" if column == "task" else "right")
+    for t in stats.per_task:
+        tasks.add_row(
+            t.task or "-",
+            str(t.episodes),
+            str(t.steps),
+            f"{t.returns.mean:.3f}",
+            f"{t.returns.std:.3f}",
+        )
+    console.print(tasks)
+    shards = Table(title="shards", box=None, header_style="bold", title_justify="left")
+    for column in ("shard", "episodes", "steps", "size", "lineage"):
+        shards.add_column(
+            column, justify="right" if column in ("episodes", "steps", "size") else "left"
+        )
+    for s in manifest.shards:
+        shards.add_row(
+            s.id, str(s.episodes), str(s.steps), _size(s.nbytes), _lineage_text(s.lineage.to_json())
+        )
+    console.print(shards)
+
+
+@app.command("log")
+def log(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    json: JsonOption = False,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Every version of a dataset, oldest first: what each commit added and who made it."""
+    paths = catalog.dataset_paths(workspace, check_name(name))
+    if not paths.root.is_dir():
+        raise FlexrlError(f"unknown dataset {name!r} (see `flexrl data ls`)")
+    tags_by_version: dict[int, list[str]] = {}
+    for tag, version in catalog.list_tags(paths).items():
+        tags_by_version.setdefault(version, []).append(tag)
+    rows = []
+    for version in paths.list_versions():
+        try:
+            m, digest = catalog.read_manifest(paths, version)
+        except FlexrlError as e:
+            rows.append({"version": version, "error": str(e)})
+            continue
+        added = [s for s in m.shards if s.id in set(m.added)]
+        rows.append(
+            {
+                "version": version,
+                "ref": f"{name}@v{version}",
+                "digest": digest,
+                "created_at": m.created_at,
+                "episodes": m.episodes,
+                "steps": m.steps,
+                "added_episodes": sum(s.episodes for s in added),
+                "added_shards": len(added),
+                "lineage": m.lineage.to_json(),
+                "message": m.message,
+                "tags": sorted(tags_by_version.get(version, [])),
+            }
+        )
+    if json:
+        print_json(rows)
+        return
+    table = Table(box=None, header_style="bold")
+    for column in (
+        "version",
+        "created (UTC)",
+        "+episodes",
+        "episodes",
+        "steps",
+        "digest",
+        "tags",
+        "lineage",
+    ):
+        table.add_column(
+            column, justify="right" if "episodes" in column or column == "steps" else "left"
+        )
+    for r in rows:
+        if "error" in r:
+            table.add_row(f"v{r['version']}", f"[red]{r['error']}[/]", "", "", "", "", "", "")
+            continue
+        table.add_row(
+            f"v{r['version']}",
+            r["created_at"][:19].replace("T", " "),
+            f"+{r['added_episodes']}",
+            str(r["episodes"]),
+            str(r["steps"]),
+            r["digest"][:19],
+            ", ".join(r["tags"]),
+            _lineage_text(r["lineage"]),
+        )
+    console.print(table)
+
+
+@app.command("tag")
+def tag(
+    ref: RefArgument,
+    tag_name: Annotated[
+        str, typer.Argument(metavar="TAG", help="Tag name (like a dataset name; not v<N>).")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Move the tag if it points elsewhere.")
+    ] = False,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Name a version: afterwards NAME@TAG reads that version."""
+    target = catalog.set_tag(ref, tag_name, workspace, force=force)
+    console.print(f"{target.name}@{tag_name} -> {target.ref}  {target.digest[:19]}")
+
+
+@app.command("verify")
+def verify(
+    ref: RefArgument, json: JsonOption = False, workspace: WorkspaceOption = DEFAULT_WORKSPACE
+) -> None:
+    """Recompute every content digest of a version; name any corrupted shard and array.
+
+    Exits 1 when something is corrupted.
+    """
+    resolved = catalog.resolve(ref, workspace)
+    manifest, _ = catalog.read_manifest(
+        catalog.dataset_paths(workspace, resolved.name), resolved.version
+    )
+    with Progress(
+        TextColumn("verify {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=json,
+    ) as bar:
+        task = bar.add_task(resolved.ref, total=manifest.nbytes)
+        report = maintenance.verify(
+            resolved.ref, workspace, progress=lambda n: bar.advance(task, n)
+        )
+    if json:
+        print_json(report.to_json())
+    elif report.ok:
+        console.print(
+            f"[green]ok[/] {report.ref}: {report.shards} shards, {report.files} files, "
+            f"{_size(report.nbytes)} match their digests"
+        )
+    else:
+        for problem in report.problems:
+            console.print(f"[red]corrupt[/] {report.ref}: {problem}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("gc")
+def gc(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Delete the orphans (default: only list them).")
+    ] = False,
+    grace: Annotated[
+        float,
+        typer.Option(help="Seconds before another host's uncommitted shard counts as abandoned."),
+    ] = maintenance.DEFAULT_GRACE_S,
+    json: JsonOption = False,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """List shards no version references (left by crashed writers); delete them with --apply.
+
+    Shards whose writer is still running are never deleted.
+    """
+    orphans = maintenance.gc(check_name(name), workspace, apply=apply, grace_s=grace)
+    if json:
+        print_json([o.to_json() for o in orphans])
+        return
+    if not orphans:
+        console.print(f"{name}: no orphaned shards")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("path", "kind", "size", "age", "status"):
+        table.add_column(column)
+    for o in orphans:
+        status = "[green]deleted[/]" if o.deleted else o.status
+        table.add_row(str(o.path), o.kind, _size(o.nbytes), f"{o.age_s:.0f}s", status)
+    console.print(table)
+    deletable = [o for o in orphans if o.status == "deletable"]
+    total = _size(sum(o.nbytes for o in deletable))
+    if apply:
+        console.print(f"deleted {sum(o.deleted for o in orphans)} orphans ({total})")
+    elif deletable:
+        console.print(
+            f"{len(deletable)} orphans ({total}) can go: rerun with --apply to delete them"
+        )
+
+
+@app.command("export")
+def export(
+    ref: RefArgument,
+    format_: Annotated[
+        str, typer.Option("--format", help="Target format (only: minari).")
+    ] = "minari",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Minari datasets root to write into (the dataset is OUT/<id>/)."),
+    ] = None,
+    dataset_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Minari dataset id (default NAME-vN); without --out it goes to "
+            "Minari's own datasets directory ($MINARI_DATASETS_PATH or ~/.minari)."
+        ),
+    ] = None,
+    backend: Annotated[str, typer.Option(help="Minari storage backend: hdf5 or arrow.")] = "hdf5",
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Export a version as a Minari dataset that `minari.load_dataset` loads."""
+    if format_ != "minari":
+        raise FlexrlError(f"unknown export format {format_!r}: only 'minari' is supported")
+    if out is None and dataset_id is None:
+        raise FlexrlError("give --out DIR or --dataset-id ID to say where the export goes")
+    from flexrl.store.minari_io import export_minari
+
+    catalog.resolve(ref, workspace)  # bad references fail before minari is imported
+    with console.status(f"exporting {ref} to Minari ({backend})"):
+        exported_id, path = export_minari(
+            ref, workspace, out=out, dataset_id=dataset_id, data_format=backend
+        )
+    console.print(f"exported {ref} as Minari dataset {exported_id!r} at {path}")
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="A Minari dataset directory (holding data/).")],
+    name: Annotated[str, typer.Option("--name", help="Name of the new flexrl dataset.")],
+    info: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--info", help="Import only this info key (repeatable; default: all numeric)."
+        ),
+    ] = None,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Import a dataset Minari wrote (HDF5 or Arrow backend) as a new flexrl dataset."""
+    check_name(name)
+    from flexrl.store.minari_io import import_minari
+
+    with console.status(f"importing {path} as {name}"):
+        manifest = import_minari(path, name, workspace, info_keys=info)
+    console.print(
+        f"imported {manifest.episodes} episodes, {manifest.steps} steps "
+        f"as {name}@v{manifest.version}"
+    )

@@ -1,0 +1,153 @@
+"""Datasets in a workspace: resolve references, list versions, tags, lineage digests.
+
+Everything here only reads, except `tag`, which adds one small file with an exclusive create.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from flexrl.errors import FlexrlError
+from flexrl.fileio import atomic_write_bytes, create_exclusive
+from flexrl.store.format import (
+    DATASETS_DIR,
+    NAME_RE,
+    DatasetPaths,
+    Manifest,
+    check_tag,
+    digest_bytes,
+    parse_ref,
+    utc_now,
+)
+
+DEFAULT_WORKSPACE = "workspace"
+
+
+def default_workspace() -> Path:
+    return Path(os.environ.get("FLEXRL_WORKSPACE") or DEFAULT_WORKSPACE)
+
+
+@dataclass(frozen=True)
+class ResolvedVersion:
+    """A reference pinned to one version: what lineage records (`name@vN` and its digest)."""
+
+    name: str
+    version: int
+    digest: str  # "sha256:<hex>" of the manifest file's bytes
+    manifest_path: Path
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+
+def dataset_paths(workspace: str | Path | None, name: str) -> DatasetPaths:
+    return DatasetPaths.of(default_workspace() if workspace is None else workspace, name)
+
+
+def read_manifest(paths: DatasetPaths, version: int) -> tuple[Manifest, str]:
+    """The manifest of one version and the digest of its bytes."""
+    path = paths.version(version)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        known = paths.list_versions()
+        hint = f"latest is v{known[-1]}" if known else "it has no versions"
+        raise FlexrlError(f"unknown version {paths.name}@v{version} ({hint})") from None
+    manifest = Manifest.from_bytes(data, f"{paths.name}@v{version}")
+    if manifest.version != version or manifest.name != paths.name:
+        raise FlexrlError(
+            f"{paths.name}@v{version}: manifest names {manifest.name}@v{manifest.version}"
+        )
+    return manifest, digest_bytes(data)
+
+
+def resolve(ref: str, workspace: str | Path | None = None) -> ResolvedVersion:
+    """`name`, `name@v3` or `name@tag` -> (name, version, manifest digest).
+
+    `flexrl runs lineage name@v3` matches a run's Artifact(kind=DATASET, ref="name@v3",
+    digest=...) against this digest.
+    """
+    parsed = parse_ref(ref)
+    paths = dataset_paths(workspace, parsed.name)
+    if not paths.root.is_dir():
+        raise FlexrlError(f"unknown dataset {parsed.name!r} (see `flexrl data ls`)")
+    if parsed.tag is not None:
+        version = read_tag(paths, parsed.tag)
+    elif parsed.version is not None:
+        version = parsed.version
+    else:
+        versions = paths.list_versions()
+        if not versions:
+            raise FlexrlError(f"dataset {parsed.name!r} has no committed version yet")
+        version = versions[-1]
+    path = paths.version(version)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        read_manifest(paths, version)  # raises the helpful message
+        raise
+    return ResolvedVersion(parsed.name, version, digest_bytes(data), path)
+
+
+def read_tag(paths: DatasetPaths, tag: str) -> int:
+    try:
+        obj = json.loads(paths.tag(tag).read_bytes())
+        version = int(obj["version"])
+    except FileNotFoundError:
+        raise FlexrlError(
+            f"unknown tag {paths.name}@{tag} (see `flexrl data log {paths.name}`)"
+        ) from None
+    except (ValueError, KeyError, TypeError):
+        raise FlexrlError(f"tag file {paths.tag(tag)} is damaged") from None
+    return version
+
+
+def set_tag(
+    ref: str, tag: str, workspace: str | Path | None = None, force: bool = False
+) -> ResolvedVersion:
+    """Point `tag` at the version `ref` resolves to. A tag moves only with force=True."""
+    check_tag(tag)
+    target = resolve(ref, workspace)
+    read_manifest(dataset_paths(workspace, target.name), target.version)  # must be readable
+    paths = dataset_paths(workspace, target.name)
+    paths.tags.mkdir(parents=True, exist_ok=True)
+    body = json.dumps(
+        {"version": target.version, "digest": target.digest, "created_at": utc_now()}, indent=1
+    ).encode()
+    if force:
+        atomic_write_bytes(paths.tag(tag), body)
+    elif not create_exclusive(paths.tag(tag), body):
+        current = read_tag(paths, tag)
+        if current != target.version:
+            raise FlexrlError(
+                f"tag {target.name}@{tag} already points at v{current} (use --force to move it)"
+            )
+    return target
+
+
+def list_tags(paths: DatasetPaths) -> dict[str, int]:
+    tags = {}
+    try:
+        names = sorted(os.listdir(paths.tags))
+    except FileNotFoundError:
+        return {}
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            try:
+                tags[name[:-5]] = read_tag(paths, name[:-5])
+            except FlexrlError:
+                continue
+    return tags
+
+
+def list_datasets(workspace: str | Path | None = None) -> list[str]:
+    root = (default_workspace() if workspace is None else Path(workspace)) / DATASETS_DIR
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if NAME_RE.match(n) and (root / n).is_dir())

@@ -1,0 +1,75 @@
+"""A writer process for the concurrency and crash tests (run as a script, not collected).
+
+python _worker.py commits WS NAME WRITER N      N commits of one episode each
+python _worker.py crash WS NAME WHERE           commit v1, then hang mid-shard / pre-commit
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flexrl.store import Lineage, ShardWriter
+
+
+def episode(writer: int, k: int) -> dict:
+    steps = 3 + (writer + k) % 5
+    obs = np.full((steps + 1, 3), writer * 1000 + k, dtype=np.float32)
+    return dict(
+        observations=obs,
+        actions=np.full((steps, 2), k, dtype=np.float32),
+        rewards=np.full(steps, writer, dtype=np.float32),
+        terminations=np.arange(steps) == steps - 1,
+        truncations=np.zeros(steps, bool),
+        seed=writer * 1000 + k,
+        task=f"w{writer}",
+    )
+
+
+def commits(ws: str, name: str, writer: int, n: int) -> None:
+    for k in range(n):
+        with ShardWriter(name, ws, lineage=Lineage(producer_run=f"run-{writer}")) as w:
+            w.add_episode(**episode(writer, k))
+
+
+def crash(ws: str, name: str, where: str, signal_file: str) -> None:
+    with ShardWriter(name, ws) as w:
+        for k in range(5):
+            w.add_episode(**episode(0, k))
+    if where == "mid-shard":
+        from flexrl.store import zstore
+
+        original = zstore.DigestingStore._set
+        count = [0]
+
+        async def slow_set(self, key, value, exclusive=False):
+            await original(self, key, value, exclusive=exclusive)
+            count[0] += 1
+            if count[0] == 6:  # some arrays of the shard are on disk, others not yet
+                Path(signal_file).write_text("writing")
+                time.sleep(600)
+
+        zstore.DigestingStore._set = slow_set
+    else:  # the shard is complete in shards/ but no version names it yet
+        from flexrl.store import writer as writer_module
+
+        def hang(*args, **kwargs):
+            Path(signal_file).write_text("committing")
+            time.sleep(600)
+
+        writer_module.commit_shards = hang
+    w = ShardWriter(name, ws)
+    for k in range(5, 9):
+        w.add_episode(**episode(0, k))
+    w.commit()
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    if mode == "commits":
+        commits(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        crash(*sys.argv[2:6])
