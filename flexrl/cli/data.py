@@ -19,13 +19,21 @@ from rich.table import Table
 from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
 from flexrl.errors import FlexrlError
 from flexrl.store import catalog, maintenance
-from flexrl.store.format import check_name
+from flexrl.store.format import Lineage, check_name
 from flexrl.store.reader import open_dataset
+from flexrl.workspace import Artifact, ArtifactKind, Workspace
+from flexrl.workspace.provenance import code_version
 
 app = typer.Typer(
     help="Versioned trajectory datasets: list, inspect, tag, verify, clean up, export, import.",
     no_args_is_help=True,
 )
+
+
+def dataset_artifact(version: catalog.ResolvedVersion, role: str | None = None) -> Artifact:
+    """A dataset version as lineage records it: `name@vN` and its manifest digest."""
+    return Artifact(kind=ArtifactKind.DATASET, ref=version.ref, digest=version.digest, role=role)
+
 
 RefArgument = Annotated[
     str, typer.Argument(help="Dataset reference: NAME (latest version), NAME@v3 or NAME@TAG.")
@@ -377,12 +385,17 @@ def export(
         raise FlexrlError("give --out DIR or --dataset-id ID to say where the export goes")
     from flexrl.store.minari_io import export_minari
 
-    catalog.resolve(ref, workspace)  # bad references fail before minari is imported
-    with console.status(f"exporting {ref} to Minari ({backend})"):
-        exported_id, path = export_minari(
-            ref, workspace, out=out, dataset_id=dataset_id, data_format=backend
+    source = catalog.resolve(ref, workspace)  # bad references fail before minari is imported
+    with Workspace(workspace).start_run("export", f"export-{source.name}") as run:
+        run.add_input(dataset_artifact(source, role="source"))
+        with console.status(f"exporting {source.ref} to Minari ({backend})"):
+            exported_id, path = export_minari(
+                source.ref, workspace, out=out, dataset_id=dataset_id, data_format=backend
+            )
+        run.add_output(
+            Artifact(kind=ArtifactKind.FILE, ref=str(Path(path).resolve()), role="minari")
         )
-    console.print(f"exported {ref} as Minari dataset {exported_id!r} at {path}")
+    console.print(f"exported {source.ref} as Minari dataset {exported_id!r} at {path}")
 
 
 @app.command("import")
@@ -401,8 +414,15 @@ def import_(
     check_name(name)
     from flexrl.store.minari_io import import_minari
 
-    with console.status(f"importing {path} as {name}"):
-        manifest = import_minari(path, name, workspace, info_keys=info)
+    if not path.exists():
+        raise FlexrlError(f"{path}: no such Minari dataset directory")
+    source = path.resolve()
+    with Workspace(workspace).start_run("import", f"import-{name}") as run:
+        run.add_input(Artifact(kind=ArtifactKind.FILE, ref=str(source), role="minari"))
+        lineage = Lineage(producer_run=run.id, code_version=code_version()[0].git_commit)
+        with console.status(f"importing {path} as {name}"):
+            manifest = import_minari(path, name, workspace, info_keys=info, lineage=lineage)
+        run.add_output(dataset_artifact(catalog.resolve(f"{name}@v{manifest.version}", workspace)))
     console.print(
         f"imported {manifest.episodes} episodes, {manifest.steps} steps "
         f"as {name}@v{manifest.version}"

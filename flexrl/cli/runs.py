@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.errors import FlexrlError
 from flexrl.workspace import LineageGraph, RunStatus, Workspace, build_graph, resolve_target
 
 app = typer.Typer(help="List runs, show one, walk its lineage.", no_args_is_help=True)
@@ -153,7 +154,7 @@ def lineage(
     """What a run or dataset came from (upstream) and what was made from it (downstream)."""
     ws = Workspace(workspace)
     graph = build_graph(ws)
-    key = resolve_target(graph, ws, target)
+    key = resolve_target(graph, ws, target, dataset_digest=lambda ref: _dataset_digest(ref, ws))
     up, down = graph.walk(key, "upstream"), graph.walk(key, "downstream")
     if json:
         involved = {key} | {n for edge in up + down for n in edge}
@@ -183,6 +184,16 @@ def lineage(
             branch.add("[dim]nothing recorded[/dim]")
         _grow(branch, graph, key, step, seen=set())
     console.print(tree)
+
+
+def _dataset_digest(ref: str, ws: Workspace) -> str | None:
+    """The digest of a dataset version in the store, or None when `ref` names none."""
+    from flexrl.store import resolve  # numpy + zarr: loaded only for lineage
+
+    try:
+        return resolve(ref, ws.root).digest
+    except FlexrlError:
+        return None
 
 
 def _grow(

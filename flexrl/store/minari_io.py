@@ -15,6 +15,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +221,10 @@ def import_minari(
             shapes[GOALS_INFO] = tuple(schema["goals"]["shape"])
     obs_dtype = storage.observation_space.dtype
     act_dtype = storage.action_space.dtype
-    writer = ShardWriter(name, workspace, lineage=lineage or Lineage(source=source))
+    lineage = (
+        replace(lineage, source=lineage.source or source) if lineage else Lineage(source=source)
+    )
+    writer = ShardWriter(name, workspace, lineage=lineage)
     try:
         for start in range(0, total, BATCH_EPISODES):
             ids = list(range(start, min(start + BATCH_EPISODES, total)))

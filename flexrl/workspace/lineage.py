@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,22 @@ def build_graph(workspace: Workspace) -> LineageGraph:
     return LineageGraph.from_runs(workspace.list_runs())
 
 
-def resolve_target(graph: LineageGraph, workspace: Workspace, target: str) -> str:
+def resolve_target(
+    graph: LineageGraph,
+    workspace: Workspace,
+    target: str,
+    dataset_digest: Callable[[str], str | None] | None = None,
+) -> str:
     """The graph node a user means: a run (id, prefix or name), a dataset reference
-    (`name@v3`, or `name` for its latest recorded version) or a checkpoint/file path."""
+    (`name@v3`, `name@tag`, or `name` for its latest version) or a checkpoint/file path.
+
+    `dataset_digest` maps a dataset reference to its version's digest (the store's resolve);
+    the workspace does not import the store, so the caller passes it in.
+    """
+    if dataset_digest is not None:
+        digest = dataset_digest(target)
+        if digest is not None and digest in graph.nodes:
+            return digest
     if "@" not in target:
         path = Path(target)
         if path.is_file():

@@ -90,3 +90,37 @@ def test_cli_lineage_json_and_tree(pipeline, cli):
     for name in ("collect", "more", "dt", "eval"):
         assert runs[name].id in tree.stdout
     assert "walk@v1" in tree.stdout and "nothing recorded" in tree.stdout  # no upstream for train
+
+
+def test_dataset_references_resolve_through_the_store(workspace, cli):
+    """`name` (latest) and `name@tag` reach the run that wrote the version, via its digest."""
+    import numpy as np
+
+    from flexrl.store import ShardWriter, make_episode, resolve, set_tag
+
+    ws = Workspace(workspace)
+    rng = np.random.default_rng(0)
+    for version in (1, 2):
+        with ws.start_run("collect", f"collect-{version}") as run:
+            with ShardWriter("walk", workspace, durable=False) as writer:
+                writer.add(
+                    make_episode(
+                        observations=rng.normal(size=(6, 3)).astype(np.float32),
+                        actions=rng.normal(size=(5, 2)).astype(np.float32),
+                        rewards=np.ones(5, np.float32),
+                        terminations=np.arange(5) == 4,
+                        truncations=np.zeros(5, bool),
+                    )
+                )
+            pinned = resolve(f"walk@v{version}", workspace)
+            run.add_output(
+                Artifact(kind=ArtifactKind.DATASET, ref=pinned.ref, digest=pinned.digest)
+            )
+    set_tag("walk@v1", "first", workspace)
+
+    for target, producer in (("walk", "collect-2"), ("walk@first", "collect-1")):
+        result = cli("runs", "lineage", target, "--json", "--workspace", str(workspace))
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert data["target"] == resolve(target, workspace).digest
+        assert [data["nodes"][k]["name"] for k in data["upstream"]] == [producer]
