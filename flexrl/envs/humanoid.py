@@ -118,6 +118,30 @@ class HumanoidSkillEnv(HumanoidEnv):
     def _task_info(self) -> dict[str, Any]:
         return {"goal": self.goal.copy(), "task_id": task_id(self.task)}
 
+    # --- exact state for resuming (see flexrl.rl.envs) ----------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The episode state kept outside MuJoCo and `np_random`, as plain values that survive
+        `torch.save` and `torch.load(weights_only=True)` (the goal as exact float64 floats)."""
+        return {
+            "task": self.task,
+            "next_task": self._next_task,
+            "goal": [float(x) for x in self.goal],
+            "episode_steps": int(self.episode_steps),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        task, next_task = state["task"], state["next_task"]
+        if task not in TASKS or (next_task is not None and next_task not in TASKS):
+            raise ValueError(f"state_dict: unknown task {task!r} or next_task {next_task!r}")
+        goal = np.array(state["goal"], dtype=np.float64)
+        if goal.shape != (GOAL_DIM,):
+            raise ValueError(f"state_dict: goal must have {GOAL_DIM} values, got {goal.shape}")
+        self.task = task
+        self._next_task = next_task
+        self.goal = goal
+        self.episode_steps = int(state["episode_steps"])
+
     # --- reward from the current simulator state -----------------------------------------
 
     def _measure(self) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from flexrl.config import EnvConfig, TrainRecipe, load_recipe
 from flexrl.envs import GOAL_SLICE, MULTITASK_ID, TASK_IDS, TASKS, make_env, task_id
@@ -192,3 +194,33 @@ def test_shipped_humanoid_recipes_make_their_env(path):
     assert obs.shape == (351,)
     env.step(env.action_space.sample())
     env.close()
+
+
+def test_state_dict_survives_weights_only_load_and_restores_the_episode():
+    def make() -> gym.Env:
+        return gym.make(MULTITASK_ID, command={"resample_steps": 3})
+
+    env = make()
+    env.reset(seed=1, options={"task": "goal"})
+    for _ in range(4):
+        env.step(np.zeros(17))
+    buffer = io.BytesIO()
+    torch.save(env.unwrapped.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state == env.unwrapped.state_dict()
+
+    copy = make()
+    copy.reset(seed=2, options={"task": "walk_forward"})
+    copy.unwrapped.load_state_dict(state)
+    copy.unwrapped.np_random.bit_generator.state = env.unwrapped.np_random.bit_generator.state
+    for _ in range(6):  # crosses resamples at episode steps 6 and 9
+        a, b = env.step(np.zeros(17)), copy.step(np.zeros(17))
+        np.testing.assert_array_equal(a[0][GOAL_SLICE], b[0][GOAL_SLICE])
+        np.testing.assert_array_equal(a[4]["goal"], b[4]["goal"])
+        assert a[4]["task_id"] == b[4]["task_id"] == task_id("goal")
+    assert copy.unwrapped.state_dict() == env.unwrapped.state_dict()
+    with pytest.raises(ValueError, match="unknown task"):
+        copy.unwrapped.load_state_dict({**state, "task": "fly"})
+    env.close()
+    copy.close()

@@ -120,10 +120,6 @@ def test_resume_equals_uninterrupted(
         EnvConfig(id="Humanoid-v5", num_envs=2, max_episode_steps=25),
         pytest.param(
             EnvConfig(task="goal", num_envs=2, max_episode_steps=25, command={"resample_steps": 7}),
-            marks=pytest.mark.xfail(
-                reason="HumanoidSkillEnv keeps task, goal and episode_steps outside MuJoCo and "
-                "has no state_dict()/load_state_dict() yet (see flexrl.rl.envs)"
-            ),
             id="humanoid-goal-task",
         ),
     ],
