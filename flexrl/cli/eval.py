@@ -1,0 +1,106 @@
+"""`flexrl eval SOURCE`: roll a policy out per task; metrics, optionally a video; a recorded run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flexrl import evaluation
+from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.errors import FlexrlError
+from flexrl.workspace import Workspace
+
+
+def eval_command(
+    source: Annotated[
+        str,
+        typer.Argument(help="A run (id, unique id prefix, or name) or a checkpoint file."),
+    ],
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per task.")] = 10,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluate this task only (walk_forward, turn_left, turn_right, goal). "
+            "Default: the tasks the policy was trained on."
+        ),
+    ] = None,
+    deterministic: Annotated[
+        bool,
+        typer.Option("--deterministic/--stochastic", help="Act with the policy's mean, or sample."),
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seeds the episodes and the policy.")] = 0,
+    video: Annotated[
+        Path | None,
+        typer.Option(help="Render the first episode offscreen into this .mp4 (MUJOCO_GL=egl)."),
+    ] = None,
+    video_steps: Annotated[
+        int, typer.Option(min=1, help="At most this many steps of video (software GL is slow).")
+    ] = evaluation.VIDEO_STEPS,
+    json: JsonOption = False,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Evaluate a policy per task: return, length, fall rate, tracking errors; recorded as a run."""
+    if video is not None:
+        if video.suffix.lower() != ".mp4":
+            raise FlexrlError(f"--video {video}: expected a path ending in .mp4")
+        if not video.parent.is_dir():
+            raise FlexrlError(f"--video {video}: directory {video.parent} does not exist")
+        # Before anything imports mujoco: it chooses its GL backend once, on import.
+        evaluation.use_offscreen_gl()
+        evaluation.check_gl()
+    ws = Workspace(workspace)
+    policy = evaluation.load_policy_source(ws, source)
+    settings = evaluation.EvalSettings(
+        episodes=episodes,
+        tasks=evaluation.select_tasks(policy.env, task),
+        deterministic=deterministic,
+        seed=seed,
+    )
+    outcome = evaluation.evaluate_and_record(ws, policy, settings, video, video_steps)
+    if json:
+        print_json(outcome.to_json())
+        return
+    _print_table(outcome)
+
+
+def _print_table(outcome: evaluation.EvalOutcome) -> None:
+    report, humanoid = outcome.report, evaluation.is_humanoid(outcome.source.env)
+    n = report.settings.episodes
+    mode = "deterministic" if report.settings.deterministic else "stochastic"
+    table = Table(
+        title=f"{outcome.source.name}: {n} {mode} episode{'s' if n != 1 else ''} per task, "
+        f"seed {report.settings.seed}",
+        header_style="bold",
+    )
+    table.add_column("task")
+    table.add_column("return", justify="right")
+    table.add_column("length", justify="right")
+    table.add_column("fall rate" if humanoid else "terminated", justify="right")
+    if humanoid:
+        table.add_column("vel. error (m/s)", justify="right")
+        table.add_column("yaw-rate error (rad/s)", justify="right")
+    for t in report.tasks:
+        row = [
+            t.task,
+            f"{t.return_mean:.1f} ± {t.return_std:.1f}",
+            f"{t.length_mean:.0f}",
+            f"{t.fall_rate:.0%}",
+        ]
+        if humanoid:
+            row += [_maybe(t.lin_vel_error), _maybe(t.yaw_rate_error)]
+        table.add_row(*row)
+    console.print(table)
+    if outcome.video is not None:
+        v = outcome.video
+        console.print(
+            f"video {v.path}: {v.frames} frames at {v.fps:g} fps "
+            f"(rendered at {v.render_fps:.1f} frames/s)"
+        )
+    console.print(f"[green]recorded[/green] {outcome.run_id}")
+
+
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

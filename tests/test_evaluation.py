@@ -1,0 +1,272 @@
+"""`flexrl eval`: real PPO checkpoints, real MuJoCo, real subprocesses, a real MP4.
+
+Three runs are trained once for the module (about 25 s on one core): a quickstart policy that
+balances the inverted pendulum (15 updates: its deterministic policy scores 1000), a quickstart
+"untrained" one (one update on 16 steps: its mean action is about zero, which scores about 25),
+and a multi-task Humanoid policy after one tiny update (for per-task rows and the video).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from flexrl import evaluation
+from flexrl.config import EnvConfig
+from flexrl.fileio import sha256_file
+from flexrl.workspace import ArtifactKind, RunStatus, Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--set", "ppo.num_minibatches=1", "--set", "ppo.update_epochs=1"]
+
+
+def flexrl_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real `flexrl` in a subprocess (the conftest `cli` fixture, usable at module scope
+    and with a replaced environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "flexrl", *args],
+        cwd=REPO,
+        env={**os.environ, "FLEXRL_DEBUG": ""} if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """Workspace with the runs `balanced`, `untrained` (quickstart) and `humanoid` (multi-task)."""
+    ws = tmp_path_factory.mktemp("eval") / "ws"
+    jobs = {
+        "balanced": ["--config", "recipes/quickstart.yaml", "--set", "ppo.total_steps=30720"],
+        "untrained": [
+            "--config", "recipes/quickstart.yaml", "--set", "ppo.total_steps=16",
+            "--set", "env.num_envs=1", "--set", "ppo.num_steps=16", *TINY,
+        ],
+        "humanoid": [
+            "--config", "recipes/humanoid_multitask.yaml", "--set", "ppo.total_steps=64",
+            "--set", "env.num_envs=2", "--set", "ppo.num_steps=32", *TINY,
+            "--set", "ppo.hidden_sizes=[32,32]",
+        ],
+    }  # fmt: skip
+    for name, args in jobs.items():
+        result = flexrl_cli("train", *args, "--name", name, "--workspace", str(ws))
+        assert result.returncode == 0, result.stderr
+    return ws
+
+
+def eval_json(cli, ws: Path, *args: str) -> dict:
+    result = cli("eval", *args, "--json", "--workspace", str(ws))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_trained_policy_scores_far_above_an_untrained_one(cli, trained):
+    balanced = eval_json(cli, trained, "balanced", "--episodes", "5")
+    row = balanced["tasks"]["InvertedPendulum-v5"]
+    assert set(balanced["tasks"]) == {"InvertedPendulum-v5"}
+    assert row["episodes"] == 5 and len(balanced["episodes"]) == 5
+    assert "lin_vel_error" in row and row["lin_vel_error"] is None  # not a Humanoid skill
+
+    # The table, and the same numbers in the run's eval.json.
+    result = cli("eval", "untrained", "--episodes", "5", "--workspace", str(trained))
+    assert result.returncode == 0, result.stderr
+    for text in ("InvertedPendulum-v5", "return", "terminated", "recorded"):
+        assert text in result.stdout
+    run_id = result.stdout.split("recorded")[-1].split()[0]
+    untrained = json.loads((trained / "runs" / run_id / "artifacts" / "eval.json").read_text())
+    assert untrained["run"] == run_id
+
+    # 1000 is a full episode; a near-zero action lets the pole fall within ~30 steps.
+    good, bad = balanced["summary"]["eval_return"], untrained["summary"]["eval_return"]
+    assert good >= 500 and good > 5 * bad, (good, bad)
+    assert balanced["summary"]["eval_fall_rate"] < untrained["summary"]["eval_fall_rate"] == 1.0
+
+
+def test_humanoid_rows_per_task_video_and_lineage(cli, trained, tmp_path):
+    video = tmp_path / "walk.mp4"
+    report = eval_json(
+        cli, trained, "humanoid", "--episodes", "2", "--video", str(video), "--video-steps", "60"
+    )
+    # Trained on all four skills, so every one gets a row with its tracking errors.
+    assert list(report["tasks"]) == ["walk_forward", "turn_left", "turn_right", "goal"]
+    for row in report["tasks"].values():
+        assert row["episodes"] == 2 and 0.0 <= row["fall_rate"] <= 1.0
+        assert row["lin_vel_error"] >= 0.0 and row["yaw_rate_error"] >= 0.0
+        assert row["return_std"] >= 0.0 and row["length_mean"] >= 1
+    # A standing start: walk_forward's 1 m/s target is missed by about 1 m/s, turning's by less.
+    rows = report["tasks"]
+    assert rows["walk_forward"]["lin_vel_error"] > rows["turn_left"]["lin_vel_error"]
+    assert {e["task"] for e in report["episodes"]} == set(rows)
+
+    # A playable MP4: the frames the report says, at the small default size.
+    assert report["video"]["path"] == str(video) and not list(tmp_path.glob(".*tmp*"))
+    first = report["episodes"][0]  # the video replays the first evaluated episode
+    if first["length"] <= 60:  # ~40 steps before this policy falls
+        assert report["video"]["episode_return"] == first["episode_return"]
+    reader = imageio.get_reader(video)
+    frames = [frame for frame in reader]
+    assert len(frames) == report["video"]["frames"] <= 61
+    assert frames[0].shape == (240, 320, 3) and frames[0].std() > 0  # not a blank image
+
+    # Recorded: inputs the checkpoint (by digest) and the source run, outputs eval.json + video.
+    ws = Workspace(trained)
+    record, source = ws.load_run(report["run"]), ws.resolve_run("humanoid")
+    assert record.kind == "eval" and record.name == "eval-humanoid"
+    assert record.status == RunStatus.COMPLETED
+    (final,) = [a for a in source.outputs if a.kind == ArtifactKind.CHECKPOINT]
+    policy, parent = record.inputs
+    assert (policy.kind, policy.role) == (ArtifactKind.CHECKPOINT, "policy")
+    assert policy.digest == final.digest  # the node lineage joins on
+    assert (parent.kind, parent.role, parent.ref) == (ArtifactKind.RUN, "source", source.id)
+    metrics, clip = record.outputs
+    assert json.loads((trained / metrics.ref).read_text()) == report
+    assert clip.role == "video" and clip.digest == sha256_file(video)
+    assert record.metrics_last["eval_return"] == pytest.approx(report["summary"]["eval_return"])
+    assert "eval_return/turn_left" in record.metrics_last
+
+    lineage = cli("runs", "lineage", "humanoid", "--json", "--workspace", str(trained))
+    assert f"run:{record.id}" in json.loads(lineage.stdout)["downstream"]
+    listing = cli("runs", "ls", "--kind", "eval", "--workspace", str(trained))
+    assert "eval_return=" in listing.stdout
+
+
+def test_one_task_by_flag_and_checkpoint_path_as_source(cli, trained):
+    checkpoint = next(trained.glob("runs/*-humanoid-*/artifacts/final.pt"))
+    report = eval_json(cli, trained, str(checkpoint), "--task", "goal", "--episodes", "1")
+    assert list(report["tasks"]) == ["goal"]
+    assert report["source"]["run"] is None
+    assert report["source"]["digest"] == sha256_file(checkpoint)
+    (policy,) = Workspace(trained).load_run(report["run"]).inputs  # no source run: a file
+    assert policy.role == "policy" and policy.digest == sha256_file(checkpoint)
+
+
+def test_the_same_seed_gives_the_same_numbers(trained):
+    ws = Workspace(trained)
+    source = evaluation.load_policy_source(ws, "humanoid")
+
+    def run(seed: int, deterministic: bool) -> list:
+        settings = evaluation.EvalSettings(2, ["turn_left", "goal"], deterministic, seed)
+        return evaluation.evaluate(source, settings, progress=False).to_json()["episodes"]
+
+    assert run(3, deterministic=False) == run(3, deterministic=False)
+    assert run(3, deterministic=False) != run(4, deterministic=False)
+    assert run(3, deterministic=True) == run(3, deterministic=True)
+
+
+class ReturnToGoActor:
+    """What a Decision Transformer needs from the loop: a reset per episode, the goal in
+    info, and each reward to decrement its return-to-go."""
+
+    def __init__(self, target: float) -> None:
+        self.target, self.resets, self.goals = target, 0, []
+        self.return_to_go = target
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.return_to_go = self.target
+
+    def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
+        self.goals.append(np.asarray(info["goal"]).copy())
+        np.testing.assert_array_equal(obs[-3:], info["goal"])  # the goal is in the observation
+        return np.zeros(17)
+
+    def observe(self, reward: float, info: dict) -> None:
+        self.return_to_go -= reward
+
+
+def test_any_actor_plugs_into_the_rollout_loop():
+    env = evaluation.make_eval_env(EnvConfig(max_episode_steps=30))
+    actor = ReturnToGoActor(target=500.0)
+    try:
+        results = [
+            evaluation.run_episode(env, actor, seed, "turn_right")
+            for seed in evaluation.episode_seeds(0, 2)
+        ]
+    finally:
+        env.close()
+    assert actor.resets == 2
+    assert actor.return_to_go == pytest.approx(500.0 - results[-1].episode_return)
+    np.testing.assert_array_equal(actor.goals[0], [0.0, 0.0, -0.5])  # turn_right's command
+    assert all(r.length <= 30 and r.task == "turn_right" for r in results)
+    assert results[-1].terminated == (results[-1].length < 30)
+
+
+def runs_in(ws: Path) -> list[str]:
+    return sorted(p.name for p in (ws / "runs").iterdir())
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_bad_sources_exit_2_in_one_line_and_record_nothing(cli, trained, tmp_path):
+    before = runs_in(trained)
+    not_a_checkpoint = tmp_path / "notes.pt"
+    not_a_checkpoint.write_text("hello")
+    cases = [
+        (["no-such-run"], "'no-such-run' is neither a checkpoint file nor a run"),
+        ([str(tmp_path / "missing.pt")], "checkpoint not found"),
+        ([str(not_a_checkpoint)], "not a readable checkpoint"),
+        (["humanoid", "--task", "jump"], "unknown task 'jump'"),
+        (["balanced", "--task", "goal"], "InvertedPendulum-v5, which has no tasks"),
+        (["balanced", "--video", str(tmp_path / "no" / "v.mp4")], "does not exist"),
+    ]
+    for args, message in cases:
+        assert_one_line_error(cli("eval", *args, "--workspace", str(trained)), message)
+    assert runs_in(trained) == before
+
+
+def without_gl_choice() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    return {**env, "FLEXRL_DEBUG": ""}
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        # libglvnd finds no EGL vendor (no Mesa/NVIDIA driver): "Cannot initialize a EGL
+        # device display", raised when the context is made.
+        "no-driver",
+        # libEGL.so.1 itself cannot be loaded (an empty file shadows it): PyOpenGL's platform
+        # stays None and `import mujoco` fails with an AttributeError.
+        "no-libegl",
+    ],
+)
+def test_video_without_egl_fails_in_one_line_naming_what_to_install(trained, tmp_path, breakage):
+    env = without_gl_choice()
+    if breakage == "no-driver":
+        env["__EGL_VENDOR_LIBRARY_FILENAMES"] = str(tmp_path / "no-vendor.json")
+    else:
+        (tmp_path / "lib").mkdir()
+        (tmp_path / "lib" / "libEGL.so.1").write_bytes(b"")
+        (tmp_path / "lib" / "libEGL.so").write_bytes(b"")
+        env["LD_LIBRARY_PATH"] = str(tmp_path / "lib")
+    before = runs_in(trained)
+    video = tmp_path / "v.mp4"
+    result = flexrl_cli(
+        "eval", "humanoid", "--video", str(video), "--workspace", str(trained), env=env
+    )
+    assert_one_line_error(result, "MUJOCO_GL=egl", "libegl1 libgl1-mesa-dri", "libosmesa6")
+    assert runs_in(trained) == before and not video.exists()
+
+
+def test_gl_errors_name_the_package_for_each_backend():
+    # OSMesa may be installed where this runs, so its message is checked on the translation.
+    osmesa = evaluation.gl_error(AttributeError("'NoneType' object has no attribute 'x'"), "osmesa")
+    assert "MUJOCO_GL=osmesa (its GL library could not be loaded)" in str(osmesa)
+    assert "apt-get install libosmesa6" in str(osmesa)
+    glfw = evaluation.gl_error(RuntimeError("no display. more"), "glfw")
+    assert "(no display)" in str(glfw) and "unset MUJOCO_GL" in str(glfw)
+    assert "\n" not in str(osmesa) + str(glfw)
