@@ -7,6 +7,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -125,7 +126,7 @@ def show(
     for label, artifacts in (("inputs", record.inputs), ("outputs", record.outputs)):
         for i, a in enumerate(artifacts):
             digest = f"  {a.digest[:19]}" if a.digest else ""
-            role = f" [{a.role}]" if a.role else ""
+            role = escape(f" [{a.role}]") if a.role else ""  # brackets are rich markup
             rows.append((label if i == 0 else "", f"{a.kind.value} {a.ref}{role}{digest}"))
     if record.metrics_last:
         rows.append(
@@ -173,7 +174,7 @@ def lineage(
             }
         )
         return
-    tree = Tree(f"[bold]{graph.nodes[key].label}[/bold]")
+    tree = Tree(f"[bold]{escape(graph.nodes[key].label)}[/bold]")
     for direction, title in (
         ("upstream", "upstream (came from)"),
         ("downstream", "downstream (made from it)"),
@@ -201,17 +202,12 @@ def _grow(
 ) -> None:
     for other in step.get(key, []):
         node = graph.nodes[other]
-        style = "bold cyan" if node.kind == "run" else ""
-        if other in seen:
-            branch.add(
-                f"[{style}]{node.label}[/] [dim](shown above)[/dim]"
-                if style
-                else f"{node.label} [dim](shown above)[/dim]"
-            )
+        label = f"[bold cyan]{escape(node.label)}[/]" if node.kind == "run" else escape(node.label)
+        if other in seen:  # a DAG: show each node's history once
+            branch.add(f"{label} [dim](shown above)[/dim]")
             continue
         seen.add(other)
-        child = branch.add(f"[{style}]{node.label}[/]" if style else node.label)
-        _grow(child, graph, other, step, seen)
+        _grow(branch.add(label), graph, other, step, seen)
 
 
 def _duration(seconds: float | None) -> str:
