@@ -228,3 +228,89 @@ def _field_names_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 def _short_repr(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# == Offline fine-tuning recipes (issue 5: `flexrl finetune bc|dt`) ===========================
+# Owned by flexrl/offline. BC and DT get their own train sections (not one model with
+# default_factory defaults) so that a partial `train:` block in YAML keeps the method's defaults.
+
+
+class OfflineDataConfig(StrictModel):
+    """How a finetune run reads its dataset (flexrl.offline.datamodule)."""
+
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="episodes held out for val_loss")
+    # Train only on the best top_percent% of episodes by return (top-% BC; 100 = all).
+    top_percent: float = Field(100.0, gt=0, le=100)
+    weighting: Literal["length", "episode"] = "length"
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    cache_bytes: int = Field(1 << 30, ge=1024, description="sampler chunk-cache budget")
+
+
+class OfflineTrainConfig(StrictModel):
+    max_steps: int = Field(10_000, ge=1, description="optimizer steps in all")
+    steps_per_epoch: int = Field(1_000, ge=1, description="validation + checkpoint after each")
+    val_batches: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warmup")
+    grad_clip: float | None = Field(0.25, gt=0)
+    log_every_n_steps: int = Field(50, ge=1)
+    accelerator: str = Field("auto", description="Lightning accelerator: auto uses CUDA if present")
+    torch_threads: int = Field(1, ge=1, description="torch threads on CPU; 1 suits small models")
+
+
+class BCTrainConfig(OfflineTrainConfig):
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class DTTrainConfig(OfflineTrainConfig):
+    """The original Decision Transformer's gym settings."""
+
+    warmup_steps: int = Field(10_000, ge=0)
+
+
+class BCConfig(StrictModel):
+    hidden_sizes: list[int] = Field(default_factory=lambda: [256, 256])
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class DTConfig(StrictModel):
+    """Decision Transformer; the GPT2Config is built from these fields (random init)."""
+
+    context_len: int = Field(20, ge=1, description="K: steps per window")
+    hidden_size: int = Field(128, ge=1, description="GPT2Config.n_embd")
+    n_layer: int = Field(3, ge=1)
+    n_head: int = Field(1, ge=1)
+    n_inner: int | None = Field(None, ge=1, description="MLP width; None = 4 * hidden_size")
+    activation_function: str = "relu"
+    dropout: float = Field(0.1, ge=0, lt=1, description="resid, embd and attn dropout")
+    max_ep_len: int = Field(1000, ge=1, description="timestep embeddings (longer are clamped)")
+    rtg_scale: float = Field(1000.0, gt=0, description="returns-to-go are divided by this")
+    # Return the policy is conditioned on when it acts; None = the best return in the dataset.
+    target_return: float | None = None
+
+
+class FinetuneBCRecipe(StrictModel):
+    """`flexrl finetune bc`: behaviour cloning from a dataset version."""
+
+    name: str = "bc"
+    seed: int = 0
+    data: OfflineDataConfig = Field(default_factory=OfflineDataConfig)
+    train: BCTrainConfig = Field(default_factory=BCTrainConfig)
+    bc: BCConfig = Field(default_factory=BCConfig)
+    # The env the policy is evaluated in; None = the env of the run that collected the dataset.
+    env: EnvConfig | None = None
+
+
+class FinetuneDTRecipe(StrictModel):
+    """`flexrl finetune dt`: a goal-conditioned Decision Transformer from a dataset version."""
+
+    name: str = "dt"
+    seed: int = 0
+    data: OfflineDataConfig = Field(default_factory=OfflineDataConfig)
+    train: DTTrainConfig = Field(default_factory=DTTrainConfig)
+    dt: DTConfig = Field(default_factory=DTConfig)
+    env: EnvConfig | None = None

@@ -1,0 +1,194 @@
+"""`flexrl finetune bc|dt`: offline training from a dataset version, recorded as a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flexrl.cli.common import DEFAULT_WORKSPACE, WorkspaceOption, console
+from flexrl.config import load_recipe
+from flexrl.errors import FlexrlError
+from flexrl.workspace import Artifact, ArtifactKind, Run, RunRecord, Workspace
+
+app = typer.Typer(
+    help="Train Behaviour Cloning or a Decision Transformer offline on a dataset version.",
+    no_args_is_help=True,
+)
+
+DatasetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        "-d",
+        help="Dataset reference: name, name@v3 or name@tag (default with "
+        "--resume: the resumed run's).",
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Recipe YAML file (default with --resume: its recipe)."),
+]
+NameOption = Annotated[str | None, typer.Option(help="Run name (default: the recipe's name).")]
+InitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--init-from", help="Start from another finetune run's weights (run id, name or policy.pt)."
+    ),
+]
+ResumeOption = Annotated[
+    str | None, typer.Option(help="Continue a finetune run from its last checkpoint.")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe field: key.path=value (repeatable)."),
+]
+ProgressOption = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show the rich progress bar.")
+]
+
+
+@app.command("bc")
+def bc(
+    dataset: DatasetOption = None,
+    config: ConfigOption = None,
+    name: NameOption = None,
+    init_from: InitOption = None,
+    resume: ResumeOption = None,
+    overrides: SetOption = None,
+    progress: ProgressOption = True,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Behaviour Cloning (optionally top-% BC: data.top_percent) on a dataset version."""
+    _finetune("bc", dataset, config, name, init_from, resume, overrides or [], progress, workspace)
+
+
+@app.command("dt")
+def dt(
+    dataset: DatasetOption = None,
+    config: ConfigOption = None,
+    name: NameOption = None,
+    init_from: InitOption = None,
+    resume: ResumeOption = None,
+    overrides: SetOption = None,
+    progress: ProgressOption = True,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """A goal-conditioned Decision Transformer (GPT-2 backbone) on a dataset version."""
+    _finetune("dt", dataset, config, name, init_from, resume, overrides or [], progress, workspace)
+
+
+def _output(record: RunRecord, role: str) -> Artifact | None:
+    found = [a for a in record.outputs if a.kind == ArtifactKind.CHECKPOINT and a.role == role]
+    return found[-1] if found else None
+
+
+def _finetune(
+    kind: str,
+    dataset: str | None,
+    config: Path | None,
+    name: str | None,
+    init_from: str | None,
+    resume: str | None,
+    overrides: list[str],
+    progress: bool,
+    workspace: Path,
+) -> None:
+    from flexrl.offline.training import recipe_model
+    from flexrl.store import resolve
+
+    ws = Workspace(workspace)
+    # Everything that can be wrong with the input is checked before a run is recorded.
+    resumed = ws.resolve_run(resume) if resume else None
+    last_ckpt: Path | None = None
+    if resumed is not None:
+        if resumed.kind != f"finetune-{kind}":
+            raise FlexrlError(
+                f"--resume: run {resumed.id} is a {resumed.kind} run, not finetune-{kind}"
+            )
+        last = _output(resumed, "last")
+        last_ckpt = None if last is None else ws.root / last.ref
+        if last_ckpt is None or not last_ckpt.is_file():
+            raise FlexrlError(f"--resume: run {resumed.id} has no last checkpoint")
+        if config is None:
+            config = ws.run_dir(resumed.id) / "recipe.yaml"
+        if dataset is None:
+            refs = [a.ref for a in resumed.inputs if a.kind == ArtifactKind.DATASET]
+            dataset = refs[0] if refs else None
+    if config is None:
+        raise FlexrlError("--config is required (a recipe YAML, e.g. recipes/finetune_dt.yaml)")
+    if dataset is None:
+        raise FlexrlError("--dataset is required (a dataset reference, e.g. walk@v1)")
+    recipe = load_recipe(config, recipe_model(kind), overrides)  # type: ignore[arg-type]
+    version = resolve(dataset, workspace)
+    inputs = [
+        Artifact(
+            kind=ArtifactKind.DATASET, ref=version.ref, digest=version.digest, role="train-data"
+        )
+    ]
+    if resumed is not None and last_ckpt is not None:
+        inputs.append(Artifact(kind=ArtifactKind.RUN, ref=resumed.id, role="resume"))
+        last = _output(resumed, "last")
+        assert last is not None
+        inputs.append(last.model_copy(update={"role": "resume"}))
+
+    init_policy = None
+    if init_from is not None:
+        from flexrl.offline.checkpoint import load_policy_checkpoint, run_policy_file
+
+        path = Path(init_from)
+        if path.is_file():
+            init_path = path
+            from flexrl.fileio import sha256_file
+
+            init_artifact = Artifact(
+                kind=ArtifactKind.CHECKPOINT, ref=str(path.resolve()), digest=sha256_file(path)
+            )
+        else:
+            init_run = ws.resolve_run(init_from)
+            init_path, init_artifact = run_policy_file(ws, init_run)
+            inputs.append(Artifact(kind=ArtifactKind.RUN, ref=init_run.id, role="init"))
+        init_policy = load_policy_checkpoint(init_path)
+        inputs.append(init_artifact.model_copy(update={"role": "init"}))
+
+    from flexrl.offline.training import FitSettings, build, dataset_env, fit, init_weights_from
+
+    env = recipe.env.model_dump(mode="json") if recipe.env is not None else None
+    if env is None:
+        env = dataset_env(workspace, version.ref)
+    with ws.start_run(
+        f"finetune-{kind}", name or recipe.name, recipe=recipe, seed=recipe.seed, inputs=inputs
+    ) as run:
+        console.print(f"run [bold]{run.id}[/bold] in {run.dir}")
+        module, data = build(kind, recipe, version.ref, workspace)  # type: ignore[arg-type]
+        if init_policy is not None:
+            init_weights_from(module, init_policy)
+        console.print(
+            f"{version.ref}: {len(data.train_episodes)} train / {len(data.val_episodes)} "
+            f"validation episodes"
+        )
+        settings = FitSettings(run.dir, resume_from=last_ckpt, env=env, progress=progress)
+        try:
+            result = fit(settings, module, data, log_metrics=run.log_metrics)
+        finally:
+            _record_checkpoints(run)
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.metrics.items()))
+        console.print(f"step {result.global_step}: {summary}")
+    console.print(f"[green]completed[/green] {run.id}")
+
+
+def _record_checkpoints(run: Run) -> None:
+    """Lineage of whatever checkpoints exist now; policy.pt last, as evaluation picks it."""
+    from flexrl.offline.checkpoint import POLICY_FILE, POLICY_ROLE
+    from flexrl.offline.training import CHECKPOINT_DIR, LAST
+
+    ckpt_dir = run.dir / "artifacts" / CHECKPOINT_DIR
+    if not ckpt_dir.is_dir():
+        return
+    for path in sorted(ckpt_dir.glob("*.ckpt")):
+        run.add_artifact(
+            path, ArtifactKind.CHECKPOINT, role="last" if path.name == LAST else "best"
+        )
+    if (ckpt_dir / POLICY_FILE).is_file():
+        run.add_artifact(ckpt_dir / POLICY_FILE, ArtifactKind.CHECKPOINT, role=POLICY_ROLE)

@@ -1,0 +1,115 @@
+"""What BC and the Decision Transformer share: normalisation, masked loss, optimiser, metadata.
+
+A module holds its network (`self.net`, an nn.Module taking raw observations) and its loss;
+the data and the CLI live elsewhere. Nothing but tensors and plain values goes into a
+checkpoint (no `save_hyperparameters`: its pickled objects would need weights_only=False):
+the recipe and the dataset facts travel under `checkpoint["flexrl"]` as JSON-like data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from flexrl.config import OfflineTrainConfig
+from flexrl.offline.datamodule import DatasetInfo
+
+
+class ObsNormalizer(nn.Module):
+    """(obs - mean) / std with the dataset's statistics, kept as buffers (saved with weights)."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, np.float32)))
+        self.register_buffer("std", torch.as_tensor(np.asarray(std, np.float32)))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.mean) / self.std
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over the real steps only. `where`, not a product with the mask, so
+    whatever sits in padded positions (even inf/NaN) cannot reach the loss."""
+    err = (pred - target.clamp(-1.0, 1.0)).pow(2).mean(-1)  # tanh cannot go past the bounds
+    if mask is None:
+        return err.mean()
+    err = torch.where(mask, err, torch.zeros_like(err))
+    return err.sum() / mask.sum().clamp(min=1)
+
+
+def info_to_json(info: DatasetInfo) -> dict[str, Any]:
+    data = asdict(info)
+    data["obs_mean"] = info.obs_mean.tolist()
+    data["obs_std"] = info.obs_std.tolist()
+    return data
+
+
+def info_from_json(data: dict[str, Any]) -> DatasetInfo:
+    values = dict(data)
+    values["obs_mean"] = np.asarray(values["obs_mean"], np.float32)
+    values["obs_std"] = np.asarray(values["obs_std"], np.float32)
+    return DatasetInfo(**values)
+
+
+class OfflinePolicyModule(pl.LightningModule):
+    """Base LightningModule: subclasses build `self.net` and define `predict(batch)`."""
+
+    kind: str = ""  # "bc" | "dt"
+    net: nn.Module
+
+    def __init__(self, recipe: BaseModel, info: DatasetInfo):
+        super().__init__()
+        self.recipe = recipe
+        self.info = info
+        self.train_cfg: OfflineTrainConfig = recipe.train  # type: ignore[attr-defined]
+
+    # -- loss ------------------------------------------------------------------------------
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = batch["mask"] if batch["actions"].dim() == 3 else None
+        return masked_mse(self.predict(batch), batch["actions"], mask)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("loss", loss, prog_bar=True, batch_size=len(batch["actions"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self.loss(batch)
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["actions"]))
+
+    # -- optimisation ----------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.train_cfg
+        params = [p for p in self.parameters() if p.requires_grad]  # frozen wpe stays out
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        warmup = max(cfg.warmup_steps, 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min((step + 1) / warmup, 1.0)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "recipe": self.recipe.model_dump(mode="json"),
+            "dataset": info_to_json(self.info),
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["flexrl"] = self.metadata()

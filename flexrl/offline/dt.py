@@ -1,0 +1,123 @@
+"""Decision Transformer (Chen et al. 2021) on a `transformers.GPT2Model` backbone.
+
+Each step t of a window contributes three tokens, (R_t, s_t, a_t): return-to-go, normalised
+state and action, each with its own linear embedding, plus a learned timestep embedding (the
+step inside the episode) added to all three. GPT-2 is built from a GPT2Config made from the
+recipe (random init, nothing downloaded). Its positional embedding is neutralised (zeroed and
+frozen) as in the reference implementations: the timestep embedding already says where a
+token is, and an absolute position inside the window would make left-padded and unpadded
+windows differ. The action a_t is predicted from the hidden state of s_t through tanh, so it
+sees R_<=t, s_<=t and a_<t only (causal attention).
+
+Goal conditioning: a goal embedding is **added to every token of every step** (like the
+timestep embedding), rather than one goal token prepended to the window, because
+- the goal can change inside an episode (the `goal` task resamples its command every
+  `resample_steps`), and a per-step embedding says which command was in force at each step;
+- the sequence stays the reference 3K tokens, so token positions, causality and the padding
+  mask are exactly those of the original DT (a prepended token would sit among the padding
+  of left-padded windows).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2Model
+
+from flexrl.config import DTConfig, FinetuneDTRecipe
+from flexrl.offline.base import ObsNormalizer, OfflinePolicyModule
+from flexrl.offline.datamodule import DatasetInfo
+
+
+def gpt2_config(cfg: DTConfig) -> GPT2Config:
+    return GPT2Config(
+        vocab_size=1,  # inputs are embeddings; the token table is never used
+        bos_token_id=0,
+        eos_token_id=0,
+        n_positions=3 * cfg.context_len,
+        n_embd=cfg.hidden_size,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_inner=cfg.n_inner,
+        activation_function=cfg.activation_function,
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+        use_cache=False,
+    )
+
+
+class DecisionTransformer(nn.Module):
+    def __init__(self, info: DatasetInfo, cfg: DTConfig):
+        super().__init__()
+        h = cfg.hidden_size
+        self.context_len = cfg.context_len
+        self.max_ep_len = cfg.max_ep_len
+        self.goal_dim = info.goal_dim
+        self.normalizer = ObsNormalizer(info.obs_mean, info.obs_std)
+        self.transformer = GPT2Model(gpt2_config(cfg))
+        wpe = self.transformer.wpe
+        nn.init.zeros_(wpe.weight)
+        wpe.weight.requires_grad_(False)
+        self.embed_timestep = nn.Embedding(cfg.max_ep_len, h)
+        self.embed_return = nn.Linear(1, h)
+        self.embed_state = nn.Linear(info.obs_dim, h)
+        self.embed_action = nn.Linear(info.act_dim, h)
+        self.embed_goal = nn.Linear(info.goal_dim, h) if info.goal_dim else None
+        self.embed_ln = nn.LayerNorm(h)
+        self.predict_action = nn.Sequential(nn.Linear(h, info.act_dim), nn.Tanh())
+
+    def forward(
+        self,
+        observations: torch.Tensor,  # B x K x obs, raw
+        actions: torch.Tensor,  # B x K x act
+        returns_to_go: torch.Tensor,  # B x K, already divided by rtg_scale
+        timesteps: torch.Tensor,  # B x K
+        mask: torch.Tensor | None = None,  # B x K, False on (left) padding
+        goals: torch.Tensor | None = None,  # B x K x goal
+    ) -> torch.Tensor:
+        """Predicted actions, B x K x act, in [-1, 1]."""
+        b, k = observations.shape[:2]
+        if mask is None:
+            mask = torch.ones(b, k, dtype=torch.bool, device=observations.device)
+        # Padding is zeroed here too, so nothing in it (not even NaN) reaches a real token:
+        # a masked attention weight is 0, but 0 * NaN is not.
+        keep = mask.unsqueeze(-1)
+        observations = torch.where(keep, observations, 0.0)
+        actions = torch.where(keep, actions, 0.0)
+        returns_to_go = torch.where(mask, returns_to_go, 0.0)
+        goals = None if goals is None else torch.where(keep, goals, 0.0)
+        timesteps = torch.where(mask, timesteps, 0)
+        time = self.embed_timestep(timesteps.clamp(0, self.max_ep_len - 1))
+        if self.embed_goal is not None:
+            if goals is None:
+                raise ValueError("this model is goal-conditioned: pass goals")
+            time = time + self.embed_goal(goals)
+        states = self.embed_state(self.normalizer(observations)) + time
+        acts = self.embed_action(actions) + time
+        rtg = self.embed_return(returns_to_go.unsqueeze(-1)) + time
+        # (R_1, s_1, a_1, R_2, ...): B x 3K x h
+        tokens = torch.stack([rtg, states, acts], dim=2).reshape(b, 3 * k, -1)
+        tokens = self.embed_ln(tokens)
+        token_mask = mask.repeat_interleave(3, dim=1).long()
+        hidden = self.transformer(inputs_embeds=tokens, attention_mask=token_mask)
+        hidden = hidden.last_hidden_state.reshape(b, k, 3, -1)
+        return self.predict_action(hidden[:, :, 1])  # from the state tokens
+
+
+class DTModule(OfflinePolicyModule):
+    kind = "dt"
+
+    def __init__(self, recipe: FinetuneDTRecipe, info: DatasetInfo):
+        super().__init__(recipe, info)
+        self.net = DecisionTransformer(info, recipe.dt)
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(
+            batch["observations"],
+            batch["actions"],
+            batch["returns_to_go"],
+            batch["timesteps"],
+            batch["mask"],
+            batch.get("goals"),
+        )
