@@ -120,7 +120,7 @@ class PPOActor:
 class PolicySource:
     """A policy checkpoint to evaluate, where it came from, and the env it was trained in."""
 
-    kind: str  # "ppo" (later "bc", "dt")
+    kind: str  # "ppo", "bc" or "dt"
     checkpoint: Path
     artifact: Artifact  # the checkpoint as lineage records it (digest included)
     env: EnvConfig
@@ -155,34 +155,86 @@ def resolve_source(workspace: Workspace, source: str) -> tuple[Path, Artifact, R
                 "(see `flexrl runs ls`)"
             ) from None
         raise
-    from flexrl.rl.checkpoint import run_checkpoint
+    if record.kind.startswith("finetune"):
+        from flexrl.offline.checkpoint import run_policy_file
 
-    checkpoint, artifact = run_checkpoint(workspace, record)
+        checkpoint, artifact = run_policy_file(workspace, record)
+    else:
+        from flexrl.rl.checkpoint import run_checkpoint
+
+        checkpoint, artifact = run_checkpoint(workspace, record)
     return checkpoint, artifact, record
 
 
-def load_policy_source(workspace: Workspace, source: str) -> PolicySource:
-    """Resolve SOURCE and load its policy; the adapter is chosen by the checkpoint's format."""
+def load_policy_source(
+    workspace: Workspace, source: str, target_return: float | None = None
+) -> PolicySource:
+    """Resolve SOURCE and load its policy; the adapter is chosen by the checkpoint's format:
+    PPO (`flexrl.ppo/1`) or a finetune policy file (`flexrl.bc/1`, `flexrl.dt/1`). The DT is
+    conditioned on `target_return` (default: its recipe's, else the best training return)."""
     path, artifact, record = resolve_source(workspace, source)
+    import torch
+
+    from flexrl.offline.checkpoint import is_offline_checkpoint
+
+    try:  # one safe read to learn the format; the loaders below check the rest
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's unpickling errors span many lines; the CLI shows one
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise FlexrlError(f"{path}: not a readable checkpoint ({first})") from None
+    artifact = artifact.model_copy(update={"role": "policy"})
+    if is_offline_checkpoint(data):
+        return _offline_source(path, artifact, record, data, target_return)
+    if target_return is not None:
+        raise FlexrlError("--target-return applies to Decision Transformer policies only")
     from flexrl.rl.checkpoint import load_checkpoint, load_policy
 
-    # Only PPO checkpoints exist so far; BC and DT formats (issue 5) get their branch here.
-    try:
-        checkpoint = load_checkpoint(path)
-    except FlexrlError as e:  # torch's unpickling errors span many lines; the CLI shows one
-        lines = str(e).splitlines()
-        raise FlexrlError(lines[0] + (" ...)" if len(lines) > 1 else "")) from None
+    checkpoint = load_checkpoint(path)
     recipe = TrainRecipe.model_validate(checkpoint["recipe"])
     policy = load_policy(path)
     return PolicySource(
         kind="ppo",
         checkpoint=path,
-        artifact=artifact.model_copy(update={"role": "policy"}),
+        artifact=artifact,
         env=recipe.env,
         name=record.name if record else recipe.name,
         make_actor=lambda deterministic: PPOActor(policy, deterministic),
         run=record,
         global_step=int(checkpoint.get("global_step", 0)),
+    )
+
+
+def _offline_source(
+    path: Path,
+    artifact: Artifact,
+    record: RunRecord | None,
+    data: dict[str, Any],
+    target_return: float | None,
+) -> PolicySource:
+    """A BC or DT policy file: deterministic actors, evaluated in the env its data came from."""
+    from flexrl.offline.actors import BCActor, DTActor
+
+    kind = data["kind"]
+    if data.get("env") is None:
+        raise FlexrlError(
+            f"{path}: the policy records no environment (its dataset was not collected by "
+            "flexrl); set env in its finetune recipe"
+        )
+    if kind == "bc" and target_return is not None:
+        raise FlexrlError("--target-return applies to Decision Transformer policies only")
+
+    def make_actor(deterministic: bool) -> Actor:
+        return DTActor(data, target_return) if kind == "dt" else BCActor(data)
+
+    return PolicySource(
+        kind=kind,
+        checkpoint=path,
+        artifact=artifact,
+        env=EnvConfig.model_validate(data["env"]),
+        name=record.name if record else str(data["recipe"].get("name", kind)),
+        make_actor=make_actor,
+        run=record,
+        global_step=int(data.get("global_step", 0)),
     )
 
 

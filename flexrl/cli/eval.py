@@ -39,6 +39,10 @@ def eval_command(
     video_steps: Annotated[
         int, typer.Option(min=1, help="At most this many steps of video (software GL is slow).")
     ] = evaluation.VIDEO_STEPS,
+    target_return: Annotated[
+        float | None,
+        typer.Option(help="Decision Transformer: the return to condition on (default: recipe's)."),
+    ] = None,
     json: JsonOption = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
@@ -52,7 +56,7 @@ def eval_command(
         evaluation.use_offscreen_gl()
         evaluation.check_gl()
     ws = Workspace(workspace)
-    policy = evaluation.load_policy_source(ws, source)
+    policy = evaluation.load_policy_source(ws, source, target_return)
     settings = evaluation.EvalSettings(
         episodes=episodes,
         tasks=evaluation.select_tasks(policy.env, task),
