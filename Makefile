@@ -46,3 +46,58 @@ bench: install  ## run the benchmarks (writes benchmarks/results/*.json)
 
 clean:  ## remove the virtual environment and demo outputs
 	rm -rf $(VENV) $(DEMO_DIR)
+
+# --- containers and cluster (issue 6) ---
+# Images (docker/), a local kind cluster (k8s/) and sweeps on it. Each target checks for the
+# tool it needs and says what is missing instead of failing halfway.
+IMAGE        ?= flexrl
+TORCH        ?= cpu
+KIND_CLUSTER ?= flexrl
+IMAGE_TAG_FILE := build/image-tag
+
+.PHONY: build-dev shell build cluster-up cluster-down load-image sweep need-docker need-kind need-kubectl
+
+need-docker:
+	@command -v docker >/dev/null 2>&1 || { echo "docker is not installed: see https://docs.docker.com/get-docker/" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "docker is installed but no Docker engine answers: start Docker (Desktop or dockerd)" >&2; exit 1; }
+
+need-kind:
+	@command -v kind >/dev/null 2>&1 || { echo "kind is not installed: see https://kind.sigs.k8s.io/docs/user/quick-start/#installation" >&2; exit 1; }
+
+need-kubectl:
+	@command -v kubectl >/dev/null 2>&1 || { echo "kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/" >&2; exit 1; }
+
+build-dev: need-docker  ## build the dev image (all dev dependencies; source mounted by `make shell`)
+	docker build -f docker/Dockerfile.dev --build-arg TORCH=$(TORCH) --build-arg UID=$$(id -u) -t $(IMAGE)-dev .
+
+shell: need-docker  ## a shell in the dev image with this checkout mounted at /src
+	@docker image inspect $(IMAGE)-dev >/dev/null 2>&1 || { echo "no $(IMAGE)-dev image: run 'make build-dev' first" >&2; exit 1; }
+	docker run --rm -it -v "$(CURDIR):/src" $(IMAGE)-dev
+
+build: need-docker  ## build the runtime image (TORCH=cpu or cu128, ...), tagged flexrl:build
+	docker build -f docker/Dockerfile --build-arg TORCH=$(TORCH) -t $(IMAGE):build .
+
+cluster-up: need-docker need-kind need-kubectl  ## a kind cluster with workspace/ mounted, namespace, storage, RBAC
+	@mkdir -p workspace build
+	@[ "$$(id -u)" = 1000 ] || echo "note: trial pods run as uid 1000 but you are uid $$(id -u): set kubernetes.run_as_user in the spec, or make workspace/ writable for uid 1000" >&2
+	sed 's#hostPath: ./workspace#hostPath: $(CURDIR)/workspace#' k8s/kind-cluster.yaml > build/kind-cluster.yaml
+	kind create cluster --name $(KIND_CLUSTER) --config build/kind-cluster.yaml
+	kubectl apply -f k8s/namespace.yaml -f k8s/storage.yaml -f k8s/rbac.yaml
+
+cluster-down: need-kind  ## delete the kind cluster (workspace/ on the host is kept)
+	kind delete cluster --name $(KIND_CLUSTER)
+
+# kind nodes cannot pull a local image: it is loaded into them under a tag unique to its
+# content (the image id), so Jobs with imagePullPolicy IfNotPresent never run a stale one.
+load-image: build need-kind  ## load the runtime image into kind under a unique tag (kept in build/image-tag)
+	@mkdir -p build
+	tag=$(IMAGE):$$(docker image inspect --format '{{.Id}}' $(IMAGE):build | cut -d: -f2 | cut -c1-12) \
+	 && docker tag $(IMAGE):build $$tag \
+	 && kind load docker-image $$tag --name $(KIND_CLUSTER) \
+	 && echo $$tag > $(IMAGE_TAG_FILE) && echo "loaded $$tag into kind cluster $(KIND_CLUSTER)"
+
+sweep: need-kubectl  ## submit SPEC=recipes/sweep_quickstart.yaml to the cluster with the loaded image
+	@[ -n "$(SPEC)" ] || { echo "usage: make sweep SPEC=recipes/sweep_quickstart.yaml" >&2; exit 1; }
+	@[ -f $(IMAGE_TAG_FILE) ] || { echo "no image loaded into the cluster: run 'make load-image' first" >&2; exit 1; }
+	@$(MAKE) --no-print-directory install
+	$(FLEXRL) sweep submit $(SPEC) --backend k8s --image $$(cat $(IMAGE_TAG_FILE))

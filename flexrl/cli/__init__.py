@@ -16,7 +16,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer >= 0.
 from typer.exceptions import Abort, TyperException
 
 import flexrl
-from flexrl.cli import data, finetune, runs, train
+from flexrl.cli import data, finetune, runs, sweep, train
 from flexrl.cli import eval as eval_cmd
 from flexrl.errors import FlexrlError
 from flexrl.workspace import RunInterrupted
@@ -55,6 +55,7 @@ app.command("train", help=train.train.__doc__)(train.train)
 app.command("eval", help=eval_cmd.eval_command.__doc__)(eval_cmd.eval_command)
 app.add_typer(finetune.app, name="finetune")
 app.add_typer(runs.app, name="runs")
+app.add_typer(sweep.app, name="sweep")
 app.add_typer(data.app, name="data")
 
 
