@@ -13,10 +13,10 @@ from typing import Annotated
 
 import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer >= 0.25 vendors click
-from typer.exceptions import Abort, TyperException
+from typer.exceptions import Abort, Exit, TyperException
 
 import flexrl
-from flexrl.cli import data, finetune, runs, sweep, train
+from flexrl.cli import collect, data, finetune, runs, sweep, train
 from flexrl.cli import eval as eval_cmd
 from flexrl.errors import FlexrlError
 from flexrl.workspace import RunInterrupted
@@ -42,7 +42,7 @@ def _print_version(value: bool) -> None:
 def root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version."),
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print version."),
     ] = False,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show full tracebacks on errors (or FLEXRL_DEBUG=1).")
@@ -53,10 +53,11 @@ def root(
 
 app.command("train", help=train.train.__doc__)(train.train)
 app.command("eval", help=eval_cmd.eval_command.__doc__)(eval_cmd.eval_command)
+app.command("collect", help=collect.collect.__doc__)(collect.collect)
 app.add_typer(finetune.app, name="finetune")
+app.add_typer(data.app, name="data")
 app.add_typer(runs.app, name="runs")
 app.add_typer(sweep.app, name="sweep")
-app.add_typer(data.app, name="data")
 
 
 def _error(message: str, code: int = 2) -> None:
@@ -69,8 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("FLEXRL_DEBUG", "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(app)
+    code = 0
     try:
-        code = command.main(args=args, prog_name="flexrl", standalone_mode=False)
+        # Parse and invoke directly rather than through command.main(), which turns every
+        # KeyboardInterrupt into a silent exit 130 and so hides which signal ended a run.
+        with command.make_context("flexrl", args) as ctx:
+            command.invoke(ctx)
+    except Exit as e:  # --help, --version, typer.Exit(code)
+        code = e.exit_code
     except FlexrlError as e:
         if debug:
             traceback.print_exc()
@@ -90,4 +97,4 @@ def main(argv: list[str] | None = None) -> None:
         _error(f"{e}; the run is recorded as interrupted", 128 + e.signum)
     except (KeyboardInterrupt, Abort):
         _error("interrupted", 130)
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(code)

@@ -71,7 +71,11 @@ def test_sigterm_leaves_an_interrupted_run_with_a_checkpoint_that_resumes(cli, w
             assert process.poll() is None, process.communicate()
             time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 128 + signal.SIGTERM  # the shell's convention for a signal
+        assert stderr.strip().splitlines()[-1] == (
+            "error: interrupted by SIGTERM; the run is recorded as interrupted"
+        )
     finally:
         if process.poll() is None:
             process.kill()

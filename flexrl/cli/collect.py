@@ -1,0 +1,81 @@
+"""`flexrl collect`: roll a policy out and write its episodes as a new dataset version."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.workspace import Workspace
+
+
+def collect(
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy", "-p", help="A run (id, prefix or name), a checkpoint file, or 'random'."
+        ),
+    ],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset name; the collection is a new version.")
+    ],
+    episodes: Annotated[int, typer.Option("--episodes", "-n", help="Episodes to collect.")],
+    task: Annotated[
+        str | None,
+        typer.Option(help="Collect in this Humanoid task (walk_forward, turn_left, ...)."),
+    ] = None,
+    env_id: Annotated[
+        str | None,
+        typer.Option("--env-id", help="Collect in this gymnasium env (e.g. InvertedPendulum-v5)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Processes collecting in parallel (each commits a version).")
+    ] = 1,
+    num_envs: Annotated[
+        int, typer.Option("--num-envs", help="Envs stepped together in each process.")
+    ] = 8,
+    seed: Annotated[int, typer.Option(help="Episode k resets with seed SEED + k.")] = 0,
+    noise: Annotated[
+        float, typer.Option(help="Gaussian action noise (std, in action units) on the mean.")
+    ] = 0.0,
+    stochastic: Annotated[
+        bool, typer.Option("--stochastic", help="Sample actions from the policy's Gaussian.")
+    ] = False,
+    json: JsonOption = False,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Roll a policy out (PPO checkpoint or random) and store its episodes, with lineage."""
+    # The domain pulls in gymnasium, MuJoCo and torch: import it only when collecting.
+    from flexrl.collection import CollectRequest, collect, plan_collection
+
+    ws = Workspace(workspace)
+    request = CollectRequest(
+        policy=policy,
+        dataset=dataset,
+        episodes=episodes,
+        task=task,
+        env_id=env_id,
+        workers=workers,
+        seed=seed,
+        noise=noise,
+        stochastic=stochastic,
+        num_envs=num_envs,
+    )
+    plan = plan_collection(ws, request)  # bad input fails here: no run, nothing stored
+    run = ws.start_run("collect", dataset, recipe=plan.settings, seed=seed, inputs=plan.inputs)
+    with run:  # an interruption is recorded; run.json's outputs list what was committed
+        if not json:
+            console.print(f"run [bold]{run.id}[/bold] in {run.dir}")
+        result = collect(plan, run, progress=sys.stderr.isatty())
+    if json:
+        print_json(result.to_json())
+        return
+    refs = ", ".join(v.ref for v in result.versions)
+    console.print(
+        f"[green]collected[/green] {result.episodes} episodes, {result.steps} steps, "
+        f"mean return {result.mean_return:.2f} → [bold]{result.ref}[/bold]"
+        + (f" (versions {refs}, one per worker)" if len(result.versions) > 1 else "")
+    )
+    console.print(f"dataset {ws.root / 'datasets' / dataset}  ·  run {run.id}")

@@ -1,0 +1,791 @@
+"""Collection: roll a policy out and write its episodes into the store as a new dataset version.
+
+    plan = plan_collection(ws, CollectRequest(policy="walk", dataset="walk-expert", episodes=100))
+    with ws.start_run("collect", plan.settings.dataset, recipe=plan.settings, ...) as run:
+        result = collect(plan, run)
+
+Policies: a PPO checkpoint (a run's newest checkpoint, or a file) or `random` (uniform actions
+in the action bounds). Actions are the policy's Gaussian mean, plus optional Gaussian noise
+(`noise`, in action units, clipped to the bounds), or a sample from the policy's Gaussian
+(`stochastic`).
+
+Reproducible: episode k (0-based) resets its env with seed `seed + k` and draws its noise (or its
+random actions) from its own generator seeded with `[seed + k, 1]`, so an episode's data does not
+depend on which env slot or worker ran it, and the same command gives the same arrays. (Batched
+float32 inference can differ in the last bit with the batch size, so keep --num-envs for
+bit-identical policy data.)
+
+Vectorised: each process steps `num_envs` envs in lockstep and asks the policy for all their
+actions in one batch. The envs are stepped here rather than by gymnasium's vector env, because
+its autoreset cannot give each new episode its own seed; an episode's final observation
+(Minari's observations[T]) is the one `step` returned with terminated/truncated, i.e. exactly
+what SAME_STEP autoreset would put into `infos["final_obs"]`.
+
+Stored per episode: seed, task (the Humanoid task's name; none for plain gymnasium envs),
+policy (the checkpoint's sha256 digest, or "random"), goals (`info["goal"]` of each step: the
+command the step was rewarded against) and the numeric info keys (Humanoid: lin_vel, yaw_rate
+and every reward term as `reward_terms.<term>`).
+
+Workers and versions: `workers=W` starts W processes (spawn, one torch thread each); worker w
+collects a contiguous block of the episodes and writes its own shards, concurrently. The store's
+public API has no way to commit shards that another process wrote, so **each worker commits its
+own version**: one collection with W workers creates W versions (consecutive unless another
+writer commits in between), the last of which holds every episode of the collection (versions
+only ever append). `CollectResult.ref` and the printed summary name that last version.
+To keep this close to "one collection, all or nothing", commits are two-phase: every worker
+first writes all its shards (invisible to readers), and only when all W are ready does the
+parent let them commit, one after the other in worker order (so the episode order in the
+dataset is reproducible too).
+An interruption before that point (Ctrl-C, SIGTERM, a failing worker) commits nothing and the
+workers delete their shards; one during the commit phase (milliseconds) can leave the first
+workers' versions committed, and the run's outputs list exactly the versions that exist.
+With one worker (the default) everything runs in this process and makes one version.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from flexrl.config import EnvConfig
+from flexrl.envs.tasks import TASKS
+from flexrl.errors import FlexrlError
+from flexrl.fileio import sha256_file
+from flexrl.store import Lineage, ResolvedVersion, ShardWriter, parse_ref, resolve
+from flexrl.workspace import Artifact, ArtifactKind, Run, RunRecord, Workspace
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from flexrl.rl.agent import Policy
+
+RANDOM = "random"
+DEFAULT_TASK = "walk_forward"
+# Infos that are stored elsewhere: the goal as `goals`, the task as the episode's task.
+SKIPPED_INFO_KEYS = frozenset({"goal", "task_id", "final_obs", "final_info"})
+# Numeric info arrays larger than this per step are not kept (images, contact tables...).
+MAX_INFO_VALUES = 64
+
+
+class CollectSettings(BaseModel):
+    """Everything that decides what a collection writes (recorded as the run's recipe.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str  # RUN, a checkpoint path, or "random"
+    dataset: str
+    episodes: int = Field(ge=1)
+    seed: int = Field(0, ge=0)
+    env: EnvConfig
+    noise: float = Field(0.0, ge=0)
+    stochastic: bool = False
+    workers: int = Field(1, ge=1)
+    num_envs: int = Field(8, ge=1)
+
+
+@dataclass(frozen=True)
+class CollectRequest:
+    """What the user asked for (the CLI's options), before anything is resolved."""
+
+    policy: str
+    dataset: str
+    episodes: int
+    task: str | None = None
+    env_id: str | None = None
+    workers: int = 1
+    seed: int = 0
+    noise: float = 0.0
+    stochastic: bool = False
+    num_envs: int = 8
+
+
+@dataclass
+class CollectPlan:
+    """A checked request: the resolved env and policy, and the run's lineage inputs."""
+
+    settings: CollectSettings
+    workspace: Path
+    checkpoint: Path | None  # None for the random policy
+    policy_id: str  # the checkpoint digest, or "random"
+    humanoid: bool
+    inputs: list[Artifact] = field(default_factory=list)
+    source_run: RunRecord | None = None
+
+
+@dataclass
+class CollectResult:
+    run_id: str
+    dataset: str
+    versions: list[ResolvedVersion]
+    episodes: int
+    steps: int
+    returns: list[float]
+    seconds: float
+
+    @property
+    def ref(self) -> str | None:
+        """The version holding the whole collection (the last one created)."""
+        return self.versions[-1].ref if self.versions else None
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "dataset": self.dataset,
+            "ref": self.ref,
+            "versions": [{"ref": v.ref, "digest": v.digest} for v in self.versions],
+            "episodes": self.episodes,
+            "steps": self.steps,
+            "mean_return": self.mean_return,
+            "std_return": float(np.std(self.returns)) if self.returns else float("nan"),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# --- planning: check everything before a run or a shard exists -------------------------------
+
+
+def _workspace_relative(workspace: Workspace, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(workspace.root.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def resolve_policy(workspace: Workspace, policy: str) -> tuple[Path, Artifact, RunRecord | None]:
+    """POLICY as a checkpoint file, or a run (id, unique prefix, name) and its newest checkpoint."""
+    path = Path(policy)
+    if path.is_file():
+        artifact = Artifact(
+            kind=ArtifactKind.CHECKPOINT,
+            ref=_workspace_relative(workspace, path),
+            digest=sha256_file(path),
+            size=path.stat().st_size,
+            role="policy",
+        )
+        return path, artifact, None
+    if path.suffix in (".pt", ".ckpt") or "/" in policy or os.sep in policy:
+        raise FlexrlError(f"--policy: checkpoint not found: {policy}")
+    try:
+        record = workspace.resolve_run(policy)
+    except FlexrlError as e:
+        if str(e).startswith("unknown run"):
+            raise FlexrlError(
+                f"--policy: {policy!r} is neither 'random', a checkpoint file nor a run in "
+                f"{workspace.root} (see `flexrl runs ls`)"
+            ) from None
+        raise
+    from flexrl.rl.checkpoint import run_checkpoint
+
+    checkpoint, artifact = run_checkpoint(workspace, record)
+    return checkpoint, artifact.model_copy(update={"role": "policy"}), record
+
+
+def collection_env(base: EnvConfig | None, task: str | None, env_id: str | None) -> EnvConfig:
+    """The env to collect in: the policy's training env, unless --task or --env-id says."""
+    if task is not None and env_id is not None:
+        raise FlexrlError("--task and --env-id exclude each other: give one")
+    if task is not None and task not in TASKS:
+        raise FlexrlError(f"--task: unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    env = base.model_copy(deep=True) if base is not None else EnvConfig(task=DEFAULT_TASK)
+    if task is not None:  # one forced task: no multi-task sampling, no plain gymnasium id
+        env = env.model_copy(update={"task": task, "task_weights": {}, "id": None})
+    elif env_id is not None:
+        env = env.model_copy(update={"id": env_id, "task_weights": {}})
+    return EnvConfig.model_validate(env.model_dump())
+
+
+def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPlan:
+    """Check the request (names, counts, policy, env, dataset schema); write nothing."""
+    ref = parse_ref(request.dataset)  # refuses names that could escape datasets/
+    if ref.name != request.dataset:
+        raise FlexrlError(
+            f"--dataset takes a dataset name, not a reference: {request.dataset!r} "
+            "(every collection adds a new version)"
+        )
+    if request.episodes < 1:
+        raise FlexrlError(f"--episodes must be at least 1, got {request.episodes}")
+    if request.workers < 1 or request.num_envs < 1:
+        raise FlexrlError("--workers and --num-envs must be at least 1")
+    if request.seed < 0:
+        raise FlexrlError(f"--seed must be >= 0, got {request.seed}")
+    if request.noise < 0:
+        raise FlexrlError(f"--noise must be >= 0, got {request.noise}")
+    is_random = request.policy == RANDOM
+    if is_random and (request.noise > 0 or request.stochastic):
+        raise FlexrlError("--noise and --stochastic apply to a trained policy, not 'random'")
+    if request.noise > 0 and request.stochastic:
+        raise FlexrlError("--noise and --stochastic exclude each other: give one")
+
+    checkpoint = source_run = None
+    inputs: list[Artifact] = []
+    base_env = None
+    obs_dim = None
+    policy_id = RANDOM
+    if not is_random:
+        checkpoint, artifact, source_run = resolve_policy(workspace, request.policy)
+        from flexrl.config import TrainRecipe
+        from flexrl.rl.checkpoint import load_checkpoint
+
+        data = load_checkpoint(checkpoint)
+        base_env = TrainRecipe.model_validate(data["recipe"]).env
+        obs_dim = int(data["obs_dim"])
+        assert artifact.digest is not None
+        policy_id = artifact.digest
+        inputs.append(artifact)
+        if source_run is not None:
+            inputs.append(Artifact(kind=ArtifactKind.RUN, ref=source_run.id, role="source"))
+    env_cfg = collection_env(base_env, request.task, request.env_id)
+
+    observation_shape, bounded = _probe_env(env_cfg)
+    if obs_dim is not None and observation_shape != (obs_dim,):
+        raise FlexrlError(
+            f"the policy takes {obs_dim} observations, env {_env_name(env_cfg)} gives "
+            f"{observation_shape}"
+        )
+    if is_random and not bounded:
+        raise FlexrlError(f"--policy random needs a bounded action space ({_env_name(env_cfg)})")
+    existing = ShardWriter(request.dataset, workspace.root).schema  # reads, writes nothing
+    if existing is not None and tuple(existing.observations.shape) != observation_shape:
+        raise FlexrlError(
+            f"dataset {request.dataset!r} holds observations of shape "
+            f"{tuple(existing.observations.shape)}; env {_env_name(env_cfg)} gives "
+            f"{observation_shape}: collect into a new dataset"
+        )
+    settings = CollectSettings(
+        policy=request.policy,
+        dataset=request.dataset,
+        episodes=request.episodes,
+        seed=request.seed,
+        env=env_cfg,
+        noise=request.noise,
+        stochastic=request.stochastic,
+        # More workers than episodes would only start idle processes.
+        workers=min(request.workers, request.episodes),
+        num_envs=request.num_envs,
+    )
+    return CollectPlan(
+        settings=settings,
+        workspace=workspace.root,
+        checkpoint=checkpoint,
+        policy_id=policy_id,
+        humanoid=env_cfg.id is None,
+        inputs=inputs,
+        source_run=source_run,
+    )
+
+
+def _env_name(env: EnvConfig) -> str:
+    return env.id if env.id is not None else f"Humanoid task {env.task}"
+
+
+def _probe_env(env_cfg: EnvConfig) -> tuple[tuple[int, ...], bool]:
+    """The observation shape and whether actions are bounded (making the env checks the id)."""
+    from flexrl.rl.envs import make_flat_env
+
+    env = make_flat_env(env_cfg)
+    try:
+        space = env.action_space
+        bounded = bool(np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)))
+        return tuple(env.observation_space.shape), bounded
+    finally:
+        env.close()
+
+
+# --- rollouts --------------------------------------------------------------------------------
+
+
+@dataclass
+class CollectedEpisode:
+    """One finished episode, ready for `ShardWriter.add_episode`."""
+
+    index: int  # k: the episode's position in the collection (its seed is seed + k)
+    seed: int
+    observations: np.ndarray  # T rows
+    final_observation: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    goals: np.ndarray | None
+    infos: dict[str, np.ndarray]
+    task: str | None
+
+    @property
+    def length(self) -> int:
+        return len(self.actions)
+
+    @property
+    def episode_return(self) -> float:
+        return float(np.sum(self.rewards, dtype=np.float64))
+
+
+def _flat_infos(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The numeric, small, storable entries of one step's info; dicts one level deep."""
+    out: dict[str, np.ndarray] = {}
+    for key, value in info.items():
+        if key in SKIPPED_INFO_KEYS or key.startswith("_"):
+            continue
+        items = (
+            [(f"{key}.{k}", v) for k, v in value.items()]
+            if isinstance(value, Mapping)
+            else [(key, value)]
+        )
+        for name, item in items:
+            array = np.asarray(item)
+            numeric = np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+            if numeric and array.size <= MAX_INFO_VALUES and _storable_key(name):
+                out[name] = array
+    return out
+
+
+@functools.lru_cache(maxsize=1024)  # called for every key of every step
+def _storable_key(name: str) -> bool:
+    try:
+        parse_ref(name)  # the store's name rule also applies to info keys
+    except FlexrlError:
+        return False
+    return "@" not in name
+
+
+class _Episode:
+    """The growing arrays of one running episode in one env slot."""
+
+    def __init__(self, index: int, seed: int, obs: np.ndarray, info: Mapping[str, Any]):
+        self.index = index
+        self.seed = seed
+        # Its own generator: its noise does not depend on which slot or worker ran it.
+        self.rng = np.random.default_rng([seed, 1])
+        self.obs = obs
+        task_id = info.get("task_id")
+        self.task = TASKS[int(task_id)] if task_id is not None else None
+        self.observations: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[float] = []
+        self.terminations: list[bool] = []
+        self.truncations: list[bool] = []
+        self.goals: list[np.ndarray] = []
+        self.infos: list[dict[str, np.ndarray]] = []
+
+    def record(
+        self, action: np.ndarray, reward: float, term: bool, trunc: bool, info: Mapping[str, Any]
+    ) -> None:
+        self.observations.append(self.obs)
+        self.actions.append(action)
+        self.rewards.append(float(reward))
+        self.terminations.append(bool(term))
+        self.truncations.append(bool(trunc))
+        if "goal" in info:
+            self.goals.append(np.asarray(info["goal"]))
+        self.infos.append(_flat_infos(info))
+
+    def finish(
+        self, final_observation: np.ndarray, info_keys: dict[str, np.ndarray]
+    ) -> CollectedEpisode:
+        steps = len(self.actions)
+        infos = {}
+        for key, template in info_keys.items():
+            # A key missing at some step (rare, env-specific) is stored as NaN there.
+            rows = [step.get(key) for step in self.infos]
+            if any(r is None for r in rows):
+                filler = np.full(template.shape, np.nan)
+                rows = [filler if r is None else r for r in rows]
+            infos[key] = np.stack(rows)
+        return CollectedEpisode(
+            index=self.index,
+            seed=self.seed,
+            observations=np.stack(self.observations),
+            final_observation=np.asarray(final_observation),
+            actions=np.stack(self.actions),
+            rewards=np.asarray(self.rewards, dtype=np.float64),
+            terminations=np.asarray(self.terminations),
+            truncations=np.asarray(self.truncations),
+            goals=np.stack(self.goals) if len(self.goals) == steps else None,
+            infos=infos,
+            task=self.task,
+        )
+
+
+class Actor:
+    """Batched actions for the running episodes: random, policy mean (+ noise), or sampled."""
+
+    def __init__(self, settings: CollectSettings, checkpoint: Path | None, space: gym.spaces.Box):
+        self.settings = settings
+        self.low = space.low
+        self.high = space.high
+        self.dtype = space.dtype
+        self.policy: Policy | None = None
+        if checkpoint is not None:
+            from flexrl.rl.checkpoint import load_policy
+
+            self.policy = load_policy(checkpoint)
+
+    def __call__(self, obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        if self.policy is None:
+            rows = [rng.uniform(self.low, self.high) for rng in rngs]
+            return np.stack(rows).astype(self.dtype)
+        import torch
+
+        policy = self.policy
+        with torch.no_grad():
+            x = torch.as_tensor(policy.obs_normalizer(obs), device=policy.device)
+            mean = policy.agent.actor_mean(x).cpu().numpy().astype(np.float64)
+            std = policy.agent.actor_logstd.exp().cpu().numpy().astype(np.float64)
+        if self.settings.stochastic or self.settings.noise > 0:
+            scale = std if self.settings.stochastic else self.settings.noise
+            eps = np.stack([rng.standard_normal(mean.shape[1]) for rng in rngs])
+            mean = mean + scale * eps
+        return np.clip(mean, self.low, self.high).astype(self.dtype)
+
+
+def run_episodes(
+    settings: CollectSettings, checkpoint: Path | None, episode_ids: Sequence[int]
+) -> Iterator[CollectedEpisode]:
+    """Roll out the given episodes with `num_envs` envs in lockstep; yield each as it ends."""
+    from flexrl.rl.envs import make_flat_env
+
+    num_envs = min(settings.num_envs, len(episode_ids))
+    envs = [make_flat_env(settings.env) for _ in range(num_envs)]
+    actor = Actor(settings, checkpoint, envs[0].action_space)
+    todo = deque(episode_ids)
+    info_keys: dict[str, np.ndarray] | None = None
+
+    def start(env: gym.Env) -> _Episode | None:
+        if not todo:
+            return None
+        k = todo.popleft()
+        seed = settings.seed + k
+        obs, info = env.reset(seed=seed)
+        return _Episode(k, seed, obs, info)
+
+    try:
+        running = [start(env) for env in envs]
+        while any(running):
+            live = [i for i, ep in enumerate(running) if ep is not None]
+            episodes = [running[i] for i in live]
+            actions = actor(np.stack([ep.obs for ep in episodes]), [ep.rng for ep in episodes])
+            for i, ep, action in zip(live, episodes, actions, strict=True):
+                obs, reward, term, trunc, info = envs[i].step(action)
+                ep.record(action, reward, term, trunc, info)
+                if info_keys is None:  # fixed by the first step so every episode has them
+                    info_keys = ep.infos[0]
+                if term or trunc:
+                    yield ep.finish(obs, info_keys)
+                    running[i] = start(envs[i])
+                else:
+                    ep.obs = obs
+    finally:
+        for env in envs:
+            env.close()
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One process's share of a collection (picklable, sent to spawned workers)."""
+
+    settings: CollectSettings
+    workspace: Path
+    checkpoint: Path | None
+    policy_id: str
+    lineage: Lineage
+    episode_ids: range
+    message: str
+
+
+def _write_episodes(
+    job: _Job, writer: ShardWriter, on_episode: Callable[[CollectedEpisode], None]
+) -> None:
+    for ep in run_episodes(job.settings, job.checkpoint, job.episode_ids):
+        writer.add_episode(
+            ep.observations,
+            ep.actions,
+            ep.rewards,
+            ep.terminations,
+            ep.truncations,
+            final_observation=ep.final_observation,
+            goals=ep.goals,
+            infos=ep.infos,
+            seed=ep.seed,
+            task=ep.task,
+            policy=job.policy_id,
+        )
+        on_episode(ep)
+
+
+def _shares(episodes: int, workers: int) -> list[range]:
+    """Contiguous blocks of episode indices, as equal as possible (disjoint seeds). Ranges,
+    not lists: a worker's job is pickled through a pipe, and a million ints would block it."""
+    bounds = np.linspace(0, episodes, workers + 1).round().astype(int)
+    return [range(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds)]
+
+
+class _Progress:
+    """A rich progress bar with episodes/s and steps/s (or nothing, when disabled)."""
+
+    def __init__(self, total: int, description: str, enabled: bool):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.t0 = time.monotonic()
+        self.steps = 0
+        self.returns: list[float] = []
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("episodes · {task.fields[eps]:.1f} ep/s · {task.fields[sps]:,.0f} steps/s"),
+            TextColumn("· return {task.fields[ret]:.1f}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
+        self.task = self.bar.add_task(description, total=total, eps=0.0, sps=0.0, ret=0.0)
+
+    def advance(self, length: int, episode_return: float) -> None:
+        self.steps += length
+        self.returns.append(episode_return)
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        self.bar.update(
+            self.task,
+            advance=1,
+            eps=len(self.returns) / elapsed,
+            sps=self.steps / elapsed,
+            ret=float(np.mean(self.returns[-100:])),
+        )
+
+    def __enter__(self) -> _Progress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+def collect(plan: CollectPlan, run: Run, progress: bool = True) -> CollectResult:
+    """Roll the plan out and commit it into the store; lineage goes into `run`'s record."""
+    from flexrl.seeding import seed_everything
+    from flexrl.workspace.provenance import code_version
+
+    code, _diff = code_version()
+    settings = plan.settings
+    lineage = Lineage(
+        producer_run=run.id,
+        policy_digest=None if plan.checkpoint is None else plan.policy_id,
+        code_version=code.git_commit or code.flexrl_version,
+    )
+    seed_everything(settings.seed, torch_threads=1)
+    shares = _shares(settings.episodes, settings.workers)
+    jobs = [
+        _Job(
+            settings=settings,
+            workspace=plan.workspace,
+            checkpoint=plan.checkpoint,
+            policy_id=plan.policy_id,
+            lineage=lineage,
+            episode_ids=share,
+            message=(
+                f"flexrl collect: episodes {share[0]}-{share[-1]} of {settings.episodes}, "
+                f"policy {settings.policy}, {_env_name(settings.env)}, seed {settings.seed}"
+            ),
+        )
+        for share in shares
+    ]
+    versions: list[ResolvedVersion] = []
+
+    def committed(version: int) -> None:
+        resolved = resolve(f"{settings.dataset}@v{version}", plan.workspace)
+        versions.append(resolved)
+        run.add_output(
+            Artifact(
+                kind=ArtifactKind.DATASET, ref=resolved.ref, digest=resolved.digest, role="data"
+            )
+        )
+
+    description = f"collect {settings.dataset}"
+    with _Progress(settings.episodes, description, progress) as bar:
+        if len(jobs) == 1:
+            job = jobs[0]
+            with ShardWriter(
+                settings.dataset, job.workspace, lineage=job.lineage, message=job.message
+            ) as writer:
+                _write_episodes(job, writer, lambda ep: bar.advance(ep.length, ep.episode_return))
+            for manifest in writer.committed:
+                committed(manifest.version)
+        else:
+            _run_workers(jobs, bar, committed)
+    result = CollectResult(
+        run_id=run.id,
+        dataset=settings.dataset,
+        versions=versions,
+        episodes=len(bar.returns),
+        steps=bar.steps,
+        returns=bar.returns,
+        seconds=time.monotonic() - bar.t0,
+    )
+    run.log_metrics(
+        result.steps,
+        {
+            "episodes": result.episodes,
+            "steps": result.steps,
+            "mean_return": result.mean_return,
+            "episodes_per_s": result.episodes / max(result.seconds, 1e-9),
+            "steps_per_s": result.steps / max(result.seconds, 1e-9),
+        },
+    )
+    return result
+
+
+# --- worker processes ------------------------------------------------------------------------
+
+
+class _Abort(Exception):
+    """The parent called the collection off: leave the writer without committing."""
+
+
+_signalled: list[int] = []  # the worker's first interrupting signal
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    # Unwind once: a second signal (Ctrl-C reaches the workers and the parent's terminate
+    # follows) must not interrupt the writer while it deletes its shards.
+    if _signalled:
+        return
+    _signalled.append(signum)
+    raise KeyboardInterrupt(f"worker got {signal.Signals(signum).name}")
+
+
+def _worker(
+    worker: int, job: _Job, messages: Any, commit: Any, abort: Any
+) -> None:  # pragma: no cover - runs in a spawned process (tested through the CLI)
+    """One worker: collect its share, write its shards, wait for the go, commit its version."""
+    # SIGTERM (the parent's terminate) unwinds like Ctrl-C: the writer deletes its shards.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    try:
+        from flexrl.seeding import seed_everything
+
+        seed_everything(job.settings.seed + worker, torch_threads=1)
+        with ShardWriter(
+            job.settings.dataset, job.workspace, lineage=job.lineage, message=job.message
+        ) as writer:
+            _write_episodes(
+                job,
+                writer,
+                lambda ep: messages.put(("episode", worker, ep.length, ep.episode_return)),
+            )
+            writer.flush()  # every shard on disk, still invisible
+            messages.put(("ready", worker))
+            while not commit.wait(0.2):
+                if abort.is_set() or os.getppid() == 1:  # called off, or the parent is gone
+                    raise _Abort
+            if abort.is_set():
+                raise _Abort
+        versions = [m.version for m in writer.committed]
+        messages.put(("committed", worker, versions))
+    except (_Abort, KeyboardInterrupt):
+        messages.put(("aborted", worker))
+    except FlexrlError as e:
+        messages.put(("error", worker, str(e), True))
+    except BaseException as e:
+        messages.put(("error", worker, f"{type(e).__name__}: {e}", False))
+
+
+def _run_workers(jobs: list[_Job], bar: _Progress, committed: Callable[[int], None]) -> None:
+    """Start one spawned process per job, show their progress, then commit in worker order."""
+    ctx = mp.get_context("spawn")
+    messages = ctx.Queue()
+    abort = ctx.Event()
+    commits = [ctx.Event() for _ in jobs]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(w, job, messages, commits[w], abort),
+            name=f"flexrl-collect-{w}",
+            daemon=True,
+        )
+        for w, job in enumerate(jobs)
+    ]
+    started: list[mp.process.BaseProcess] = []
+    ready: set[int] = set()
+    done: set[int] = set()
+    next_commit = 0
+    try:
+        for proc in procs:
+            proc.start()
+            started.append(proc)
+        while len(done) < len(procs):
+            try:
+                message = messages.get(timeout=0.2)
+            except queue.Empty:
+                for w, proc in enumerate(procs):
+                    if w not in done and proc.exitcode is not None:
+                        # Exited without a last word: killed (OOM, kill -9) or crashed hard.
+                        time.sleep(0.5)  # its last message may still be in the pipe
+                        if messages.empty():
+                            raise FlexrlError(
+                                f"collect worker {w} died (exit code {proc.exitcode})"
+                            ) from None
+                continue
+            kind, w = message[0], message[1]
+            if kind == "episode":
+                bar.advance(message[2], message[3])
+            elif kind == "ready":
+                ready.add(w)
+            elif kind == "committed":
+                for version in message[2]:
+                    committed(version)
+                done.add(w)
+                next_commit += 1
+            elif kind == "error":
+                if message[3]:
+                    raise FlexrlError(f"collect worker {w}: {message[2]}")
+                raise RuntimeError(f"collect worker {w} failed: {message[2]}")
+            elif kind == "aborted":
+                raise KeyboardInterrupt(f"collect worker {w} was interrupted")
+            # Commit one at a time, in worker order, once every worker has all its shards.
+            if len(ready) == len(procs) and next_commit < len(procs):
+                commits[next_commit].set()
+        for proc in procs:
+            proc.join()
+    finally:
+        abort.set()
+        for proc in started:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: the worker deletes its uncommitted shards
+        # Keep reading while they exit: a worker blocks at exit until its messages are read.
+        deadline = time.monotonic() + 10
+        while any(p.is_alive() for p in started) and time.monotonic() < deadline:
+            try:
+                messages.get(timeout=0.1)
+            except Exception:  # empty, or cut short by a killed worker: nothing left to use
+                continue
+        for proc in started:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+        messages.close()

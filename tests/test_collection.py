@@ -1,0 +1,276 @@
+"""`flexrl collect` end to end: real subprocesses, real MuJoCo, real zarr shards, real lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flexrl.config import EnvConfig
+from flexrl.fileio import sha256_file
+from flexrl.rl.envs import make_flat_env
+from flexrl.store import open_dataset
+from flexrl.workspace import ArtifactKind, RunStatus, Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+PENDULUM = "InvertedPendulum-v5"
+
+
+def flexrl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flexrl", *args],
+        cwd=REPO,
+        env={**os.environ, "FLEXRL_DEBUG": "", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def seeds(ds) -> list[int]:
+    return [episode.seed for episode in ds]
+
+
+def collect(ws: Path, *args: str) -> dict:
+    result = flexrl("collect", *args, "--json", "--workspace", str(ws))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace with a briefly trained quickstart PPO (InvertedPendulum) named `quick`."""
+    root = tmp_path_factory.mktemp("collect") / "ws"
+    result = flexrl(
+        "train", "--config", "recipes/quickstart.yaml", "--set", "ppo.total_steps=20000",
+        "--name", "quick", "--workspace", str(root),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def random_pendulum(ws: Path) -> dict:
+    return collect(ws, "--policy", "random", "--env-id", PENDULUM, "--dataset", "pend-rand",
+                   "--episodes", "12")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ppo_pendulum(ws: Path) -> dict:
+    return collect(ws, "--policy", "quick", "--dataset", "pend-ppo", "--episodes", "6")
+
+
+def test_random_collection_shows_in_data_info(ws, random_pendulum):
+    assert random_pendulum["ref"] == "pend-rand@v1" and random_pendulum["episodes"] == 12
+    result = flexrl("data", "info", "pend-rand", "--json", "--workspace", str(ws))
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["ref"] == "pend-rand@v1"
+    assert info["stats"]["episodes"] == 12 and info["stats"]["steps"] == random_pendulum["steps"]
+    assert info["stats"]["returns"]["mean"] == pytest.approx(random_pendulum["mean_return"])
+    ds = open_dataset("pend-rand", ws)
+    assert sorted(seeds(ds)) == list(range(12))  # episode k has seed 0 + k
+    # InvertedPendulum-v5 pays 1 per step but 0 for the step that drops the pole.
+    np.testing.assert_allclose(ds.episode_returns, ds.episode_lengths - 1)
+    episode = ds.episode(0)
+    assert episode.policy == "random" and episode.task is None and episode.goals is None
+    assert np.all(np.abs(ds.array("actions")) <= 3.0)  # uniform in the action bounds
+
+
+def test_ppo_collection_beats_random_and_records_lineage(ws, random_pendulum, ppo_pendulum):
+    # A collect that ignored the policy would score like random (about 5 here).
+    assert ppo_pendulum["mean_return"] > 4 * random_pendulum["mean_return"]
+    workspace = Workspace(ws)
+    train = workspace.resolve_run("quick")
+    checkpoint = [a for a in train.outputs if a.kind == ArtifactKind.CHECKPOINT][-1]
+    assert checkpoint.digest == sha256_file(ws / checkpoint.ref)
+
+    run = workspace.load_run(ppo_pendulum["run"])
+    assert run.kind == "collect" and run.status == RunStatus.COMPLETED
+    policy = next(a for a in run.inputs if a.role == "policy")
+    assert policy.kind == ArtifactKind.CHECKPOINT and policy.digest == checkpoint.digest
+    source = next(a for a in run.inputs if a.role == "source")
+    assert source.kind == ArtifactKind.RUN and source.ref == train.id
+    (output,) = run.outputs
+    assert output.kind == ArtifactKind.DATASET and output.ref == "pend-ppo@v1"
+
+    ds = open_dataset("pend-ppo", ws)
+    assert output.digest == ds.digest
+    lineage = ds.manifest.lineage
+    assert lineage.producer_run == run.id and lineage.policy_digest == checkpoint.digest
+    assert lineage.code_version
+    assert {ds.episode(i).policy for i in range(len(ds))} == {checkpoint.digest}
+
+    result = flexrl("runs", "lineage", train.id, "--json", "--workspace", str(ws))
+    assert result.returncode == 0, result.stderr
+    graph = json.loads(result.stdout)
+    assert f"run:{run.id}" in graph["downstream"] and ds.digest in graph["downstream"]
+
+
+def replay(env_cfg: EnvConfig, episode) -> None:
+    """Re-run an episode from its seed and actions; every stored observation must match."""
+    env = make_flat_env(env_cfg)
+    obs, _ = env.reset(seed=episode.seed)
+    for t, action in enumerate(episode.actions):
+        np.testing.assert_array_equal(obs, episode.observations[t])
+        obs, reward, term, trunc, _ = env.step(action)
+        assert reward == episode.rewards[t]
+        assert (term, trunc) == (episode.terminations[t], episode.truncations[t])
+    assert term or trunc
+    np.testing.assert_array_equal(obs, episode.final_observation)  # observations[T]
+    env.close()
+
+
+def test_final_observation_is_what_the_env_returned(ws, ppo_pendulum):
+    ds = open_dataset("pend-ppo", ws)
+    episode = ds.episode(len(ds) - 1)
+    assert episode.length > 20
+    replay(EnvConfig(id=PENDULUM), episode)
+
+
+@pytest.fixture(scope="module")
+def humanoid(ws: Path) -> dict[str, dict]:
+    """Random Humanoid `goal` episodes (falls after ~20 steps): 1 worker twice, and 2 workers."""
+    args = ("--policy", "random", "--task", "goal", "--episodes", "6", "--num-envs", "2",
+            "--seed", "7")  # fmt: skip
+    return {
+        "one": collect(ws, *args, "--dataset", "hum-one"),
+        "again": collect(ws, *args, "--dataset", "hum-again"),
+        "two": collect(ws, *args, "--dataset", "hum-two", "--workers", "2"),
+    }
+
+
+def test_humanoid_task_stores_goals_tasks_and_infos(ws, humanoid):
+    ds = open_dataset("hum-one", ws)
+    assert len(ds) == 6 and set(ds.episode_tasks.tolist()) == {"goal"}
+    for episode in ds:
+        assert episode.task == "goal" and episode.policy == "random"
+        assert episode.goals.shape == (episode.length, 3)
+        # The goal of each step is the command in the observation the action was chosen from.
+        np.testing.assert_array_equal(episode.goals, episode.observations[:, 348:351])
+        assert episode.infos["lin_vel"].shape == (episode.length, 2)
+        assert episode.infos["yaw_rate"].shape == (episode.length,)
+        terms = [v for k, v in episode.infos.items() if k.startswith("reward_terms.")]
+        np.testing.assert_allclose(np.sum(terms, axis=0), episode.rewards)
+        assert episode.terminations[-1]  # a random Humanoid falls
+    replay(EnvConfig(task="goal"), ds.episode(3))
+
+
+def test_same_seed_gives_identical_arrays(ws, humanoid):
+    a, b = open_dataset("hum-one", ws), open_dataset("hum-again", ws)
+    arrays = ["observations", "actions", "rewards", "terminations", "truncations", "goals",
+              "final_observations", "infos/lin_vel"]  # fmt: skip
+    for name in arrays:
+        np.testing.assert_array_equal(a.array(name), b.array(name), err_msg=name)
+    assert seeds(a) == seeds(b)
+
+
+def test_workers_split_the_episodes_with_disjoint_seeds(ws, humanoid):
+    result = humanoid["two"]
+    # Each worker commits its own version (two-phase, in worker order); the last holds all.
+    assert [v["ref"] for v in result["versions"]] == ["hum-two@v1", "hum-two@v2"]
+    assert result["ref"] == "hum-two@v2" and result["episodes"] == 6
+    first, both = open_dataset("hum-two@v1", ws), open_dataset("hum-two@v2", ws)
+    assert len(first) == 3 and len(both) == 6
+    assert seeds(both)[:3] == seeds(first)
+    assert sorted(seeds(both)) == list(range(7, 13))
+    run = Workspace(ws).load_run(result["run"])
+    assert [(a.ref, a.digest) for a in run.outputs] == [
+        (v["ref"], v["digest"]) for v in result["versions"]
+    ]
+    # An episode is the same whichever worker or env slot ran it.
+    single = open_dataset("hum-one", ws)
+    by_seed = {s: i for i, s in enumerate(seeds(single))}
+    for episode in both:
+        other = single.episode(by_seed[episode.seed])
+        np.testing.assert_array_equal(episode.observations, other.observations)
+        np.testing.assert_array_equal(episode.actions, other.actions)
+
+
+def test_stochastic_actions_differ_but_stay_in_bounds(ws, ppo_pendulum):
+    collect(ws, "--policy", "quick", "--dataset", "pend-sample", "--episodes", "2", "--stochastic")
+    # Episodes are stored as they end; compare the two episodes of seed 0.
+    sampled = next(e for e in open_dataset("pend-sample", ws) if e.seed == 0)
+    mean = next(e for e in open_dataset("pend-ppo", ws) if e.seed == 0)
+    n = min(sampled.length, mean.length)
+    assert not np.array_equal(sampled.actions[:n], mean.actions[:n])
+    assert np.all(np.abs(sampled.actions) <= 3.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--policy", "no-such-run", "--dataset", "x"), "no-such-run"),
+        (("--policy", "random", "--dataset", "../x"), "invalid dataset name"),
+        (("--policy", "random", "--dataset", "x", "--episodes", "0"), "--episodes"),
+        (("--policy", "random", "--dataset", "x", "--task", "moonwalk"), "moonwalk"),
+    ],
+)
+def test_bad_input_exits_2_and_stores_nothing(workspace, args, message):
+    if "--episodes" not in args:
+        args = (*args, "--episodes", "2")
+    result = flexrl("collect", *args, "--workspace", str(workspace))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not (workspace / "datasets").exists() or not any((workspace / "datasets").iterdir())
+    assert Workspace(workspace).list_runs() == []
+
+
+def _marked_processes(mark: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark.encode() in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_sigterm_stops_workers_and_commits_nothing(workspace):
+    token = uuid.uuid4().hex
+    mark = f"FLEXRL_TEST_MARK={token}"
+    command = (
+        "collect --policy random --task walk_forward --dataset big --episodes 100000 "
+        f"--workers 2 --workspace {workspace}"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flexrl", *command.split()],
+        cwd=REPO,
+        env={**os.environ, "FLEXRL_TEST_MARK": token},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait for the parent, multiprocessing's resource tracker and both workers (they all
+        # inherit the marked environment).
+        deadline = time.monotonic() + 120
+        while len(_marked_processes(mark)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # let them collect for a while
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM")
+    (run,) = Workspace(workspace).list_runs()
+    assert run.status == RunStatus.INTERRUPTED and run.outputs == []
+    dataset = workspace / "datasets" / "big"
+    assert not list(dataset.glob("versions/*.json"))
+    assert not list(dataset.glob("shards/*")) and not list(dataset.glob("tmp/*"))
+    deadline = time.monotonic() + 10
+    while _marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _marked_processes(mark) == []
