@@ -21,8 +21,14 @@ timestep embedding), rather than one goal token prepended to the window, because
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config, GPT2Model
+
+try:  # transformers >= 4.53: the mask GPT2Model builds, built the same way here
+    from transformers.masking_utils import create_causal_mask
+except ImportError:  # pragma: no cover - older transformers: whole-GPT2Model path only
+    create_causal_mask = None
 
 from flexrl.config import DTConfig, FinetuneDTRecipe
 from flexrl.offline.base import ObsNormalizer, OfflinePolicyModule
@@ -100,9 +106,70 @@ class DecisionTransformer(nn.Module):
         tokens = torch.stack([rtg, states, acts], dim=2).reshape(b, 3 * k, -1)
         tokens = self.embed_ln(tokens)
         token_mask = mask.repeat_interleave(3, dim=1).long()
-        hidden = self.transformer(inputs_embeds=tokens, attention_mask=token_mask)
-        hidden = hidden.last_hidden_state.reshape(b, k, 3, -1)
-        return self.predict_action(hidden[:, :, 1])  # from the state tokens
+        return self.predict_action(self._state_hidden(tokens, token_mask))  # from s_t tokens
+
+    def _fast_backbone(self) -> bool:
+        cfg = self.transformer.config
+        return (
+            create_causal_mask is not None
+            and cfg._attn_implementation == "sdpa"
+            and not cfg.add_cross_attention
+            and not cfg.scale_attn_by_inverse_layer_idx
+        )
+
+    def _state_hidden(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """GPT-2's last hidden state at the state tokens (positions 1, 4, 7, ...): B x K x h."""
+        gpt = self.transformer
+        if not self._fast_backbone():
+            return gpt(inputs_embeds=tokens, attention_mask=token_mask).last_hidden_state[:, 1::3]
+        # GPT2Model.forward up to its last block (no cache, positions 0..3K-1).
+        n = tokens.shape[1]
+        positions = torch.arange(n, device=tokens.device).unsqueeze(0)
+        attn_mask = create_causal_mask(
+            config=gpt.config,
+            inputs_embeds=tokens,
+            attention_mask=token_mask,
+            past_key_values=None,
+            position_ids=positions,
+        )
+        x = gpt.drop(tokens + gpt.wpe(positions))
+        for block in gpt.h[:-1]:
+            out = block(x, None, attn_mask)
+            x = out[0] if isinstance(out, tuple) else out
+        return gpt.ln_f(self._last_block_at_states(gpt.h[-1], x, attn_mask))
+
+    def _last_block_at_states(
+        self, block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """GPT2Block(x)[:, 1::3]: queries, residual and MLP for the state tokens only; keys and
+        values for every token (the attention, its scale and its dropout are GPT2Attention's)."""
+        attn = block.attn
+        b, n, h = x.shape
+        heads, head_dim = attn.num_heads, attn.head_dim
+        normed = block.ln_1(x)
+        weight, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: x @ weight + bias
+        kv = torch.addmm(bias[h:], normed.reshape(-1, h), weight[:, h:]).view(b, n, 2, heads, -1)
+        key, value = kv.permute(2, 0, 3, 1, 4).unbind(0)  # B x heads x 3K x hd each
+        states = normed[:, 1::3]
+        k = states.shape[1]
+        query = torch.addmm(bias[:h], states.reshape(-1, h), weight[:, :h])
+        query = query.view(b, k, heads, head_dim).transpose(1, 2)
+        if attn_mask is None:  # no padding: plain causal, the state token 3t+1 sees 0..3t+1
+            rows = torch.arange(1, n, 3, device=x.device).unsqueeze(-1)
+            attn_mask = (torch.arange(n, device=x.device) <= rows)[None, None]
+        else:
+            attn_mask = attn_mask[:, :, 1::3]
+        out = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attn_mask,
+            dropout_p=attn.attn_dropout.p if attn.training else 0.0,
+            scale=attn.scaling,
+        )
+        out = attn.resid_dropout(attn.c_proj(out.transpose(1, 2).reshape(b, k, h)))
+        hidden = x[:, 1::3] + out
+        return hidden + block.mlp(block.ln_2(hidden))
 
 
 class DTModule(OfflinePolicyModule):
