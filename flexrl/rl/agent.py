@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions.normal import Normal
 
 from flexrl.rl.normalization import ObsNormalizer
+
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
@@ -42,13 +45,23 @@ class Agent(nn.Module):
     def get_action_and_value(
         self, x: torch.Tensor, action: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(action, log-prob, entropy, value); samples an action when none is given."""
+        """(action, log-prob, entropy, value); samples an action when none is given.
+
+        The diagonal Gaussian written out with torch.distributions.Normal's formulas, in its
+        order of operations (so results and gradients are the same, bit for bit), without
+        building a distribution object per call: its argument checks cost more than the maths
+        on PPO's small batches.
+        """
         action_mean = self.actor_mean(x)
         action_std = self.actor_logstd.expand_as(action_mean).exp()
-        probs = Normal(action_mean, action_std)
         if action is None:
-            action = probs.sample()
-        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+            with torch.no_grad():  # Normal.sample
+                action = torch.normal(action_mean, action_std)
+        var = action_std**2  # Normal.log_prob
+        log_std = action_std.log()
+        logprob = -((action - action_mean) ** 2) / (2 * var) - log_std - _LOG_SQRT_2PI
+        entropy = 0.5 + 0.5 * math.log(2 * math.pi) + torch.log(action_std)  # Normal.entropy
+        return action, logprob.sum(1), entropy.sum(1), self.critic(x)
 
 
 class Policy:

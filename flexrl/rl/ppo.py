@@ -130,7 +130,7 @@ def train_ppo(
 
     # Start: envs seeded seed+i, or everything as the checkpoint left it.
     raw_obs, _ = envs.reset(seed=[recipe.seed + i for i in range(num_envs)])
-    next_obs = torch.tensor(obs_normalizer(raw_obs, update=True), device=device)
+    next_obs = torch.from_numpy(obs_normalizer(raw_obs, update=True)).to(device)
     next_done = torch.zeros(num_envs, device=device)
     episode_return = np.zeros(num_envs)
     episode_length = np.zeros(num_envs, dtype=np.int64)
@@ -159,7 +159,7 @@ def train_ppo(
     def value_of(raw_obs: np.ndarray) -> np.ndarray:
         """V(s) of raw observations, normalised with the current statistics (not updating)."""
         with torch.no_grad():
-            x = torch.tensor(obs_normalizer(raw_obs), device=device)
+            x = torch.from_numpy(obs_normalizer(raw_obs)).to(device)
             return agent.get_value(x).flatten().cpu().numpy()
 
     def snapshot(update: int) -> bytes:
@@ -231,6 +231,11 @@ def train_ppo(
                 # The env gets the action clipped to its bounds; the buffer keeps the sample,
                 # whose log-prob is what the Gaussian gave.
                 env_action = np.clip(action.cpu().numpy(), action_low, action_high)
+                if not np.isfinite(env_action).all():
+                    raise FlexrlError(
+                        f"PPO diverged at update {update}: the policy gives NaN actions "
+                        "(try a lower ppo.learning_rate)"
+                    )
                 raw_obs, reward, terminations, truncations, infos = envs.step(env_action)
                 done = terminations | truncations
 
@@ -251,9 +256,10 @@ def train_ppo(
                     value_of,
                     args.gamma,
                 )
-                rewards[step] = torch.tensor(scaled_reward, device=device)
-                next_obs = torch.tensor(obs_normalizer(raw_obs, update=True), device=device)
-                next_done = torch.tensor(done, dtype=torch.float32, device=device)
+                # The normalisers return fresh float32 arrays: wrap them, no copy.
+                rewards[step] = torch.from_numpy(scaled_reward)
+                next_obs = torch.from_numpy(obs_normalizer(raw_obs, update=True)).to(device)
+                next_done = torch.from_numpy(done.astype(np.float32)).to(device)
 
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)
@@ -274,8 +280,10 @@ def train_ppo(
             clipfracs = []
             for _epoch in range(args.update_epochs):
                 np.random.shuffle(b_inds)
+                b_inds_t = torch.from_numpy(b_inds).to(device)  # index with a tensor: no copy
                 for start in range(0, batch_size, minibatch_size):
-                    mb_inds = b_inds[start : start + minibatch_size]
+                    mb_inds = b_inds_t[start : start + minibatch_size]
+                    mb_returns, mb_values = b_returns[mb_inds], b_values[mb_inds]
 
                     _, newlogprob, entropy, newvalue = agent.get_action_and_value(
                         b_obs[mb_inds], b_actions[mb_inds]
@@ -287,7 +295,7 @@ def train_ppo(
                         # http://joschu.net/blog/kl-approx.html
                         old_approx_kl = (-logratio).mean()
                         approx_kl = ((ratio - 1) - logratio).mean()
-                        clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+                        clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
 
                     mb_advantages = b_advantages[mb_inds]
                     if args.norm_adv:
@@ -305,14 +313,14 @@ def train_ppo(
                     # Value loss
                     newvalue = newvalue.view(-1)
                     if args.clip_vloss:
-                        v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                        v_clipped = b_values[mb_inds] + torch.clamp(
-                            newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
+                        v_loss_unclipped = (newvalue - mb_returns) ** 2
+                        v_clipped = mb_values + torch.clamp(
+                            newvalue - mb_values, -args.clip_coef, args.clip_coef
                         )
-                        v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                        v_loss_clipped = (v_clipped - mb_returns) ** 2
                         v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
                     else:
-                        v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+                        v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
 
                     entropy_loss = entropy.mean()
                     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
@@ -338,7 +346,7 @@ def train_ppo(
                 "entropy": entropy_loss.item(),
                 "old_approx_kl": old_approx_kl.item(),
                 "approx_kl": approx_kl.item(),
-                "clipfrac": float(np.mean(clipfracs)),
+                "clipfrac": float(np.mean(torch.stack(clipfracs).tolist())),
                 "explained_variance": float(explained_var),
                 "SPS": sps,
             }
