@@ -27,19 +27,34 @@ lint: install  ## ruff over the package, tests and benchmarks
 	$(VENV)/bin/ruff check flexrl tests benchmarks
 	$(VENV)/bin/ruff format --check flexrl tests benchmarks
 
-demo: install  ## run the pipeline as far as it exists, into $(DEMO_DIR)/
+demo: install  ## the pipeline end to end on the quickstart task, into $(DEMO_DIR)/
 	rm -rf $(DEMO_DIR)
-	$(FLEXRL) train --config recipes/quickstart.yaml --name quickstart --workspace $(DEMO_DIR)
-	$(FLEXRL) runs ls --workspace $(DEMO_DIR)
-	$(FLEXRL) runs lineage quickstart --workspace $(DEMO_DIR)
+	@echo "== 1/6  PPO learns to balance MuJoCo's inverted pendulum =="
+	$(FLEXRL) train --config recipes/quickstart.yaml --name expert -w $(DEMO_DIR)
+	@echo "== 2/6  evaluate it, and render a short video offscreen =="
+	$(FLEXRL) eval expert --episodes 3 -w $(DEMO_DIR)
+	@$(FLEXRL) eval expert --episodes 1 --video $(DEMO_DIR)/expert.mp4 --video-steps 150 -w $(DEMO_DIR) \
+		>/dev/null || echo "   (no video: the line above says what to install)"
+	@echo "== 3/6  roll it out into the versioned trajectory store =="
+	$(FLEXRL) collect --policy expert --dataset pendulum --episodes 30 --noise 0.3 -w $(DEMO_DIR)
+	$(FLEXRL) data info pendulum -w $(DEMO_DIR)
+	@echo "== 4/6  a Decision Transformer (GPT-2 backbone) learns from the dataset =="
+	$(FLEXRL) finetune dt --dataset pendulum@v1 --config recipes/quickstart_dt.yaml --name dt \
+		--no-progress -w $(DEMO_DIR)
+	@echo "== 5/6  evaluate the DT in the environment its data came from =="
+	$(FLEXRL) eval dt --episodes 3 -w $(DEMO_DIR)
+	@echo "== 6/6  lineage: from the PPO run to the DT's evaluation =="
+	$(FLEXRL) runs lineage expert -w $(DEMO_DIR)
+	$(FLEXRL) runs ls -w $(DEMO_DIR)
 	@echo
 	@echo "== flexrl demo: what it made and where =="
-	@echo "  workspace      $(DEMO_DIR)/"
-	@echo "  PPO run        $$(ls -d $(DEMO_DIR)/runs/*-quickstart-*)/"
-	@echo "    recipe       recipe.yaml (fully resolved), provenance.json (code, packages, host)"
-	@echo "    metrics      metrics.csv ($$(($$(wc -l < $$(ls -d $(DEMO_DIR)/runs/*-quickstart-*)/metrics.csv) - 1)) rows), tensorboard/"
-	@echo "    checkpoint   $$(ls $(DEMO_DIR)/runs/*-quickstart-*/artifacts/final.pt)"
-	@echo "  look closer:   $(FLEXRL) runs show quickstart --workspace $(DEMO_DIR)"
+	@echo "  workspace     $(DEMO_DIR)/   (every run: recipe, provenance, metrics.csv, artifacts)"
+	@echo "  PPO policy    $$(ls $(DEMO_DIR)/runs/*-expert-*/artifacts/final.pt)"
+	@echo "  video         $$(ls $(DEMO_DIR)/expert.mp4 2>/dev/null || echo 'not rendered (no GL)')"
+	@echo "  dataset       $(DEMO_DIR)/datasets/pendulum/   (pendulum@v1, Zarr shards + manifest)"
+	@echo "  DT policy     $$(ls $(DEMO_DIR)/runs/*-dt-*/artifacts/checkpoints/policy.pt)"
+	@echo "  next          $(FLEXRL) runs show dt -w $(DEMO_DIR)"
+	@echo "                tensorboard --logdir $(DEMO_DIR)/runs"
 
 bench: install  ## run the benchmarks (writes benchmarks/results/*.json)
 	$(PY) benchmarks/runs_ls_bench.py

@@ -13,7 +13,7 @@ import pytest
 
 from flexrl.store import open_dataset
 
-FINETUNE_SMALL = [
+BC_SMALL = [
     "--set", "train.max_steps=300",
     "--set", "train.steps_per_epoch=100",
     "--set", "train.val_batches=2",
@@ -34,8 +34,8 @@ def test_ppo_to_collect_to_bc_and_dt_to_eval(cli, workspace):
 
     ok("train", "--config", "recipes/quickstart.yaml", "--set", "ppo.total_steps=30000",
        "--name", "expert")  # fmt: skip
-    ok("collect", "--policy", "expert", "--dataset", "pendulum", "--episodes", "10",
-       "--noise", "0.1")  # fmt: skip
+    ok("collect", "--policy", "expert", "--dataset", "pendulum", "--episodes", "30",
+       "--noise", "0.3")  # fmt: skip
     ok("collect", "--policy", "random", "--env-id", "InvertedPendulum-v5", "--dataset",
        "pendulum-random", "--episodes", "10")  # fmt: skip
     expert_data = open_dataset("pendulum", workspace).episode_returns.mean()
@@ -43,9 +43,9 @@ def test_ppo_to_collect_to_bc_and_dt_to_eval(cli, workspace):
     assert expert_data > 500 > 50 > random_data
 
     ok("finetune", "bc", "--dataset", "pendulum@v1", "--config", "recipes/finetune_bc.yaml",
-       "--name", "bc", *FINETUNE_SMALL)  # fmt: skip
-    ok("finetune", "dt", "--dataset", "pendulum@v1", "--config", "recipes/finetune_dt.yaml",
-       "--name", "dt", *FINETUNE_SMALL)  # fmt: skip
+       "--name", "bc", *BC_SMALL)  # fmt: skip
+    ok("finetune", "dt", "--dataset", "pendulum@v1", "--config", "recipes/quickstart_dt.yaml",
+       "--name", "dt", "--no-progress")  # fmt: skip
     for policy in ("bc", "dt"):
         report = json.loads(ok("eval", policy, "--episodes", "2", "--json"))
         (task,) = report["tasks"].values()
