@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import tempfile
 import time
@@ -39,10 +40,12 @@ class Config:
     append_large: int
     minari_append_large: int
     sample_batches: int
+    repeats: int  # interleaved repeats of the flexrl / HDF5 / numpy measurements (medians)
+    arrow_short_episodes: int  # Minari Arrow writes (and is read back from) this many at most
 
 
-DEFAULT = Config(60, 2400, 200, 20_000, 2_000, 200)
-QUICK = Config(12, 400, 200, 2_000, 600, 50)
+DEFAULT = Config(60, 2400, 200, 20_000, 2_000, 500, 3, 600)
+QUICK = Config(12, 400, 200, 2_000, 600, 100, 2, 200)
 
 
 def make_episodes(n: int, steps: int, seed: int) -> list[dict]:
@@ -106,58 +109,108 @@ def flexrl_write(ws: Path, name: str, episodes: list[dict], durable: bool = True
             w.add_episode(**e)
 
 
-def bench_write(tmp: Path, kind: str, episodes: list[dict]) -> dict:
+def bench_write(
+    tmp: Path, kind: str, episodes: list[dict], repeats: int, arrow_episodes: int
+) -> dict:
+    """Steps/s writing `episodes` as one dataset. flexrl (durable and not) and Minari HDF5 are
+    run `repeats` times, interleaved (the machine is shared), and the median is reported;
+    Minari Arrow once (it is the slow one and not a target)."""
     steps = sum(len(e["actions"]) for e in episodes)
-    row = {}
+    runs: dict[str, list[float]] = {"flexrl": [], "flexrl_nofsync": [], "minari_hdf5": []}
+    row: dict = {}
+    cpu: dict[str, list[float]] = {key: [] for key in runs}
+    for i in range(repeats):
+        for key in runs:
+            c = process_cpu()
+            t = time.perf_counter()
+            if key == "minari_hdf5":
+                minari_create(f"{kind}-hdf5-{i}-v0", episodes, "hdf5")
+            else:
+                # Minari never fsyncs; flexrl_nofsync is flexrl with that same guarantee
+                flexrl_write(tmp / f"ws-{key}-{i}", kind, episodes, durable=key == "flexrl")
+            runs[key].append(steps / (time.perf_counter() - t))
+            cpu[key].append(process_cpu() - c)
+    for key, values in runs.items():
+        row[key] = float(np.median(values))
+        row[key + "_runs"] = values
+        row[key + "_cpu_s"] = float(np.median(cpu[key]))  # all threads, user + system
+    row["flexrl_bytes"] = du(tmp / "ws-flexrl-0/datasets" / kind)
+    row["minari_hdf5_bytes"] = du(tmp / "minari" / f"{kind}-hdf5-0-v0")
+    for i in range(repeats):  # keep one copy of each for the read benchmarks
+        if i:
+            shutil.rmtree(tmp / f"ws-flexrl-{i}", ignore_errors=True)
+            shutil.rmtree(tmp / "minari" / f"{kind}-hdf5-{i}-v0", ignore_errors=True)
+        shutil.rmtree(tmp / f"ws-flexrl_nofsync-{i}", ignore_errors=True)
+    # Minari Arrow writes a few hundred steps/s on short episodes: it gets at most
+    # `arrow_episodes` of them (steps/s and bytes per step scaled to the full set, stated in the
+    # table) so the run stays within a few minutes.
+    subset = episodes[:arrow_episodes]
+    sub_steps = sum(len(e["actions"]) for e in subset)
     t = time.perf_counter()
-    flexrl_write(tmp / "ws", kind, episodes)
-    row["flexrl"] = steps / (time.perf_counter() - t)
-    row["flexrl_bytes"] = du(tmp / "ws/datasets" / kind)
-    # Minari never fsyncs; this is flexrl with the same (process-crash-only) guarantee
-    t = time.perf_counter()
-    flexrl_write(tmp / "ws-nofsync", kind, episodes, durable=False)
-    row["flexrl_nofsync"] = steps / (time.perf_counter() - t)
-    for fmt in ("hdf5", "arrow"):
-        t = time.perf_counter()
-        minari_create(f"{kind}-{fmt}-v0", episodes, fmt)
-        row[f"minari_{fmt}"] = steps / (time.perf_counter() - t)
-        row[f"minari_{fmt}_bytes"] = du(tmp / "minari" / f"{kind}-{fmt}-v0")
+    minari_create(f"{kind}-arrow-v0", subset, "arrow")
+    row["minari_arrow"] = sub_steps / (time.perf_counter() - t)
+    row["minari_arrow_episodes"] = len(subset)
+    row["minari_arrow_bytes"] = du(tmp / "minari" / f"{kind}-arrow-v0") * steps / sub_steps
     return row
 
 
-def bench_windows(tmp: Path, kind: str, batches: int) -> dict:
-    ds = open_dataset(kind, tmp / "ws")
-    rng = np.random.default_rng(0)
-    row = {}
-    # flexrl, chunk cache large enough: the first pass reads from disk (page cache), then memory
-    sampler = WindowSampler(ds, WINDOW, seed=0)
-    sampler.sample(BATCH)
-    t = time.perf_counter()
-    for _ in range(batches):
-        sampler.sample(BATCH)
-    row["flexrl_cached"] = batches * BATCH / (time.perf_counter() - t)
-    # flexrl, cold each batch: a fresh sampler with a small cache (every window read from disk)
-    t = time.perf_counter()
-    n = max(5, batches // 10)
-    for i in range(n):
-        WindowSampler(ds, WINDOW, seed=i, cache_bytes=32 << 20).sample(BATCH)
-    row["flexrl_disk"] = n * BATCH / (time.perf_counter() - t)
-    # in-memory numpy copy of the same data, same window arithmetic
-    obs, act, rew = ds.array("observations"), ds.array("actions"), ds.array("rewards")
-    starts, lengths = ds.episode_starts, ds.episode_lengths
+def process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def numpy_windows(arrays: tuple, starts: np.ndarray, rng, batches: int) -> float:
+    """The in-memory baseline: the same window arithmetic over numpy arrays (no padding, mask
+    or returns-to-go, so it does less than a WindowBatch)."""
+    obs, act, rew = arrays
     t = time.perf_counter()
     for _ in range(batches):
         ends = rng.integers(0, len(rew), size=BATCH)
         ep = np.searchsorted(starts, ends, side="right") - 1
         rows = np.maximum(ends[:, None] + np.arange(-WINDOW + 1, 1), starts[ep][:, None])
         obs[rows], act[rows], rew[rows]
-    row["numpy_memory"] = batches * BATCH / (time.perf_counter() - t)
-    del lengths
+    return batches * BATCH / (time.perf_counter() - t)
+
+
+def bench_windows(tmp: Path, kind: str, batches: int, repeats: int) -> dict:
+    ds = open_dataset(kind, tmp / "ws-flexrl-0")
+    rng = np.random.default_rng(0)
+    row: dict = {}
+    arrays = (ds.array("observations"), ds.array("actions"), ds.array("rewards"))
+    runs: dict[str, list[float]] = {"flexrl_cached": [], "numpy_memory": [], "load_s": []}
+    for i in range(repeats):  # interleaved with the numpy baseline; medians reported
+        # From disk (page cache): a fresh sampler reads every chunk once, digest-checked and
+        # decoded in parallel (load_s), then serves windows from memory.
+        t = time.perf_counter()
+        sampler = WindowSampler(ds, WINDOW, seed=i)
+        assert sampler.preload()
+        runs["load_s"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(batches):
+            sampler.sample(BATCH)
+        runs["flexrl_cached"].append(batches * BATCH / (time.perf_counter() - t))
+        runs["numpy_memory"].append(numpy_windows(arrays, ds.episode_starts, rng, batches))
+    for key, values in runs.items():
+        row[key] = float(np.median(values))
+        row[key + "_runs"] = values
+    # The first `batches` batches of a fresh sampler without preload: chunks are read (and
+    # checked) from disk as windows first need them, load included in the rate.
+    t = time.perf_counter()
+    sampler = WindowSampler(ds, WINDOW, seed=99)
+    for _ in range(batches):
+        sampler.sample(BATCH)
+    row["flexrl_first_pass"] = batches * BATCH / (time.perf_counter() - t)
+    # flexrl, cold each batch: a fresh sampler with a small cache (every window read from disk)
+    t = time.perf_counter()
+    n = max(5, batches // 10)
+    for i in range(n):
+        WindowSampler(ds, WINDOW, seed=i, cache_bytes=32 << 20).sample(BATCH)
+    row["flexrl_disk"] = n * BATCH / (time.perf_counter() - t)
     # Minari: sample 64 episodes, then slice a window from each (what users do today)
     import minari
 
     for fmt in ("hdf5", "arrow"):
-        dataset = minari.load_dataset(f"{kind}-{fmt}-v0")
+        dataset = minari.load_dataset(f"{kind}-{fmt}-0-v0" if fmt == "hdf5" else f"{kind}-{fmt}-v0")
         n = max(3, batches // 20)
         t = time.perf_counter()
         for _ in range(n):
@@ -174,26 +227,31 @@ def bench_append(tmp: Path, cfg: Config) -> dict:
     """Seconds per appended short episode when the dataset holds `small` vs `large` episodes."""
     pool = make_episodes(100, 25, seed=9)
     row: dict = {}
-    ws = tmp / "ws-append"
-
-    def append_cost() -> float:
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            flexrl_write(ws, "append", pool)  # one commit of 100 episodes
-            times.append((time.perf_counter() - t) / len(pool))
-        return float(np.median(times))
 
     grow = make_episodes(1000, 25, seed=10)
-    have = 0
-    for target, key in ((cfg.append_small, "small"), (cfg.append_large, "large")):
+    sizes = {"small": cfg.append_small, "large": cfg.append_large}
+    for key, target in sizes.items():  # one dataset of each size
+        have = 0
         while have < target:
             chunk = grow[: min(1000, target - have)]
-            flexrl_write(ws, "append", chunk)
+            flexrl_write(tmp / f"ws-append-{key}", "append", chunk)
             have += len(chunk)
         row[f"flexrl_{key}_episodes"] = have
-        row[f"flexrl_{key}_s_per_episode"] = append_cost()
-        have += 3 * len(pool)
+    # Then one commit of 100 episodes into each, alternately (the machine is shared), on a
+    # fresh copy of the small dataset each time so it stays at `small` episodes; medians.
+    times: dict[str, list[float]] = {"small": [], "large": []}
+    for i in range(max(3, cfg.repeats)):
+        for key in sizes:
+            ws = tmp / f"ws-append-{key}"
+            if key == "small":
+                ws = tmp / f"ws-append-small-{i}"
+                shutil.copytree(tmp / "ws-append-small", ws)
+            t = time.perf_counter()
+            flexrl_write(ws, "append", pool)  # one commit of 100 episodes
+            times[key].append((time.perf_counter() - t) / len(pool))
+    for key, values in times.items():
+        row[f"flexrl_{key}_s_per_episode"] = float(np.median(values))
+        row[f"flexrl_{key}_s_per_episode_runs"] = values
     row["flexrl_ratio"] = row["flexrl_large_s_per_episode"] / row["flexrl_small_s_per_episode"]
     # Minari: append one episode at a time, at `small` and `minari_large` episodes
     for fmt in ("hdf5", "arrow"):
@@ -239,9 +297,11 @@ def main() -> None:
             ("short", cfg.short_episodes, 25),
         ):
             episodes = make_episodes(n, steps, seed=1)
-            results[f"write_{kind}"] = bench_write(tmp, kind, episodes)
+            results[f"write_{kind}"] = bench_write(
+                tmp, kind, episodes, cfg.repeats, cfg.arrow_short_episodes
+            )
             del episodes
-            results[f"windows_{kind}"] = bench_windows(tmp, kind, cfg.sample_batches)
+            results[f"windows_{kind}"] = bench_windows(tmp, kind, cfg.sample_batches, cfg.repeats)
         results["append"] = bench_append(tmp, cfg)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -253,40 +313,73 @@ def main() -> None:
 
 
 def print_table(r: dict) -> None:
-    print(
-        f"{'metric':44s} {'flexrl':>12s} {'minari hdf5':>12s} "
-        f"{'minari arrow':>12s} {'numpy mem':>12s}"
-    )
+    def line(label: str, *cells: str) -> None:
+        print(f"{label:48s}" + "".join(f"{c:>13s}" for c in cells))
+
+    def n(x: float) -> str:
+        return f"{x:,.0f}"
+
+    line("metric", "flexrl", "minari hdf5", "minari arrow", "numpy mem")
     for kind in ("long", "short"):
         w, s = r[f"write_{kind}"], r[f"windows_{kind}"]
-        print(
-            f"{'write steps/s (' + kind + ')':44s} {w['flexrl']:12.0f} {w['minari_hdf5']:12.0f} "
-            f"{w['minari_arrow']:12.0f} {'':>12s}"
+        line(
+            f"write steps/s ({kind}), durable (fsync, default)",
+            n(w["flexrl"]),
+            n(w["minari_hdf5"]),
+            n(w["minari_arrow"]),
         )
-        print(f"{'  flexrl without fsync (' + kind + ')':44s} {w['flexrl_nofsync']:12.0f}")
-        print(
-            f"{'bytes on disk MB (' + kind + ')':44s} {w['flexrl_bytes'] / 1e6:12.1f} "
-            f"{w['minari_hdf5_bytes'] / 1e6:12.1f} {w['minari_arrow_bytes'] / 1e6:12.1f}"
+        line("  flexrl durable=False (as Minari: no fsync)", n(w["flexrl_nofsync"]))
+        line(
+            "  process CPU s (flexrl durable, hdf5)",
+            f"{w['flexrl_cpu_s']:.3f}",
+            f"{w['minari_hdf5_cpu_s']:.3f}",
         )
-        print(
-            f"{'20-step windows/s, cached (' + kind + ')':44s} {s['flexrl_cached']:12.0f} "
-            f"{s['minari_hdf5']:12.0f} {s['minari_arrow']:12.0f} {s['numpy_memory']:12.0f}"
+        line(
+            "  flexrl / HDF5 (durable, non-durable)",
+            f"{w['flexrl'] / w['minari_hdf5']:.2f}x",
+            f"{w['flexrl_nofsync'] / w['minari_hdf5']:.2f}x",
         )
-        print(f"{'20-step windows/s, cold reads (' + kind + ')':44s} {s['flexrl_disk']:12.0f}")
+        if w["minari_arrow_episodes"] < (r["config"][f"{kind}_episodes"]):
+            line(f"  (minari arrow: {w['minari_arrow_episodes']} episodes, bytes scaled)")
+        line(
+            f"bytes on disk MB ({kind})",
+            f"{w['flexrl_bytes'] / 1e6:.1f}",
+            f"{w['minari_hdf5_bytes'] / 1e6:.1f}",
+            f"{w['minari_arrow_bytes'] / 1e6:.1f}",
+        )
+        line(
+            f"20-step windows/s, page cache ({kind})",
+            n(s["flexrl_cached"]),
+            n(s["minari_hdf5"]),
+            n(s["minari_arrow"]),
+            n(s["numpy_memory"]),
+        )
+        line(
+            "  flexrl / numpy, flexrl / best Minari",
+            f"{s['flexrl_cached'] / s['numpy_memory']:.2f}x",
+            f"{s['flexrl_cached'] / max(s['minari_hdf5'], s['minari_arrow']):.0f}x",
+        )
+        line("  one-time verified load (preload) s", f"{s['load_s']:.3f}")
+        line("  first pass, loading as needed (windows/s)", n(s["flexrl_first_pass"]))
+        line("  cold: fresh 32 MiB cache per batch (windows/s)", n(s["flexrl_disk"]))
     a = r["append"]
-    print(
-        f"{'append s/episode at ' + str(a['flexrl_small_episodes']) + ' eps':44s} "
-        f"{a['flexrl_small_s_per_episode']:12.5f} {a['minari_hdf5_small_s_per_episode']:12.5f} "
-        f"{a['minari_arrow_small_s_per_episode']:12.5f}"
+    line(
+        f"append s/episode at {a['flexrl_small_episodes']} eps",
+        f"{a['flexrl_small_s_per_episode']:.5f}",
+        f"{a['minari_hdf5_small_s_per_episode']:.5f}",
+        f"{a['minari_arrow_small_s_per_episode']:.5f}",
     )
-    print(
-        f"{'append s/episode at large (flexrl ' + str(a['flexrl_large_episodes']) + ')':44s} "
-        f"{a['flexrl_large_s_per_episode']:12.5f} {a['minari_hdf5_large_s_per_episode']:12.5f} "
-        f"{a['minari_arrow_large_s_per_episode']:12.5f}"
+    line(
+        f"append s/episode at large (flexrl {a['flexrl_large_episodes']})",
+        f"{a['flexrl_large_s_per_episode']:.5f}",
+        f"{a['minari_hdf5_large_s_per_episode']:.5f}",
+        f"{a['minari_arrow_large_s_per_episode']:.5f}",
     )
-    print(
-        f"{'append cost ratio large/small':44s} {a['flexrl_ratio']:12.2f} "
-        f"{a['minari_hdf5_ratio']:12.2f} {a['minari_arrow_ratio']:12.2f}"
+    line(
+        "append cost ratio large/small",
+        f"{a['flexrl_ratio']:.2f}",
+        f"{a['minari_hdf5_ratio']:.2f}",
+        f"{a['minari_arrow_ratio']:.2f}",
     )
 
 

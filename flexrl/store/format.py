@@ -371,7 +371,14 @@ class Manifest:
         }
 
     def to_bytes(self) -> bytes:
-        return (json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n").encode()
+        """Indented JSON with one line per shard: readable, and encoded by json's C encoder
+        (an indented dump of every shard is pure Python, and a manifest grows with the data)."""
+        obj = self.to_json()
+        shards = obj.pop("shards")
+        head = json.dumps(obj, indent=1, allow_nan=False)
+        lines = ",\n  ".join(json.dumps(s, allow_nan=False) for s in shards)
+        body = f"[\n  {lines}\n ]" if shards else "[]"
+        return (head[: -len("\n}")] + f',\n "shards": {body}\n}}\n').encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Manifest:

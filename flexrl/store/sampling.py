@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from flexrl.errors import FlexrlError
+from flexrl.store import chunkio
 from flexrl.store.reader import Dataset
 
 DEFAULT_CACHE_BYTES = 1 << 30
@@ -46,6 +47,7 @@ class ChunkCache:
         self.max_bytes = max_bytes
         self._layouts: dict[str, _Layout] = {}
         self._dense: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # buffer, loaded flags
+        self._complete: set[str] = set()  # dense arrays with every chunk loaded
         self._dense_bytes = 0
         self._lru: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._lru_bytes = 0
@@ -86,38 +88,85 @@ class ChunkCache:
         self.chunk_reads += 1
         return self.dataset.shard(shard).read(name, start, stop)
 
+    def _dense_buffer(self, name: str, layout: _Layout) -> tuple[np.ndarray, np.ndarray] | None:
+        """The dense copy of `name` (allocated on first use if it fits in the budget). It has
+        one extra row of zeros at the end: index `rows` reads as padding."""
+        if name not in self._dense:
+            row_bytes = layout.nbytes // max(layout.rows, 1)
+            if self._dense_bytes + layout.nbytes + row_bytes > self.max_bytes:
+                return None
+            buffer = np.empty((layout.rows + 1, *layout.row_shape), dtype=layout.dtype)
+            buffer[layout.rows] = 0
+            self._dense[name] = (buffer, np.zeros(layout.chunks, dtype=bool))
+            self._dense_bytes += layout.nbytes + row_bytes
+        return self._dense[name]
+
+    def _load_dense(self, name: str, chunk_ids: np.ndarray) -> None:
+        """Read (digest-checked) and decode chunks `chunk_ids` into the dense buffer."""
+        layout = self.layout(name)
+        buffer, loaded = self._dense[name]
+        chunk_ids = np.unique(chunk_ids[~loaded[chunk_ids]])
+        if not len(chunk_ids):
+            return
+        shards = np.searchsorted(layout.chunk_base, chunk_ids, side="right") - 1
+        readers = {int(s): self.dataset.shard(int(s)) for s in np.unique(shards)}
+        shard_rows = np.diff(layout.shard_rows)
+
+        def load(item: tuple[int, int]) -> None:
+            s, c = item
+            length = int(layout.chunk_len[s])
+            lo = c * length
+            hi = min(lo + length, int(shard_rows[s]))
+            first = int(layout.shard_rows[s]) + lo
+            readers[s].read(name, lo, hi, out=buffer[first : first + hi - lo])
+
+        items = [
+            (int(s), int(g - layout.chunk_base[s])) for s, g in zip(shards, chunk_ids, strict=True)
+        ]
+        chunkio.run_all(load, items)
+        loaded[chunk_ids] = True
+        self.chunk_reads += len(items)
+        if loaded.all():
+            self._complete.add(name)
+
+    def preload(self, names: list[str]) -> bool:
+        """Load these arrays whole (every chunk read once and digest-checked, in parallel) if
+        they fit in the budget; True when all of them are now served from memory."""
+        for name in names:
+            layout = self.layout(name)
+            if name not in self._complete and self._dense_buffer(name, layout) is not None:
+                self._load_dense(name, np.arange(layout.chunks))
+        return all(name in self._complete for name in names)
+
     def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
         """`array[rows]` for any integer array of global rows, reading only the chunks needed."""
         layout = self.layout(name)
         flat = np.asarray(rows, dtype=np.int64).ravel()
         if flat.size and (flat.min() < 0 or flat.max() >= layout.rows):
             raise IndexError(f"rows out of range for {name} ({layout.rows} rows)")
-        complete = self._dense.get(name)
-        if complete is not None and complete[1].all():  # hot path: everything is in memory
-            return complete[0][flat].reshape(*np.shape(rows), *layout.row_shape)
+        if name in self._complete:  # hot path: everything is in memory
+            return self._dense[name][0][flat].reshape(*np.shape(rows), *layout.row_shape)
         shard = np.searchsorted(layout.shard_rows, flat, side="right") - 1
         local = flat - layout.shard_rows[shard]
         chunk = local // layout.chunk_len[shard]
         gid = layout.chunk_base[shard] + chunk
-        if name not in self._dense and self._dense_bytes + layout.nbytes <= self.max_bytes:
-            buffer = np.empty((layout.rows, *layout.row_shape), dtype=layout.dtype)
-            self._dense[name] = (buffer, np.zeros(layout.chunks, dtype=bool))
-            self._dense_bytes += layout.nbytes
-        if name in self._dense:
-            buffer, loaded = self._dense[name]
-            need = ~loaded[gid]
-            if need.any():
-                first = np.unique(gid[need], return_index=True)[1]
-                for i in np.flatnonzero(need)[first]:
-                    s, c = int(shard[i]), int(chunk[i])
-                    start = layout.shard_rows[s] + c * layout.chunk_len[s]
-                    values = self._read_chunk(name, s, c)
-                    buffer[start : start + len(values)] = values
-                    loaded[gid[i]] = True
-            return buffer[flat].reshape(*np.shape(rows), *layout.row_shape)
+        dense = self._dense_buffer(name, layout)
+        if dense is not None:
+            self._load_dense(name, gid)
+            return dense[0][flat].reshape(*np.shape(rows), *layout.row_shape)
         return self._gather_lru(name, layout, flat, shard, chunk, gid).reshape(
             *np.shape(rows), *layout.row_shape
         )
+
+    def gather_padded(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Like gather, but row index `rows == layout.rows` (one past the end) reads as zeros:
+        window padding costs nothing on the in-memory path."""
+        if name in self._complete:
+            return self._dense[name][0][rows]
+        pad = rows == self.layout(name).rows
+        values = self.gather(name, np.where(pad, 0, rows))
+        values[pad] = 0
+        return values
 
     def _gather_lru(self, name, layout, flat, shard, chunk, gid) -> np.ndarray:
         out = np.empty((len(flat), *layout.row_shape), dtype=layout.dtype)
@@ -226,7 +275,19 @@ class WindowSampler(_Sampler):
         super().__init__(dataset, seed=seed, weighting=weighting, cache_bytes=cache_bytes)
         self.window = window
         self.rtg_scale = rtg_scale
-        self._rtg = _returns_to_go(dataset.array("rewards"), self.starts, self.lengths)
+        rtg = _returns_to_go(dataset.array("rewards"), self.starts, self.lengths)
+        # scaled once (same float64 division, then float32), plus a 0 for padding at index T
+        self._rtg = np.append((rtg / rtg_scale).astype(np.float32), np.float32(0))
+        self._offsets = np.arange(self.window, dtype=np.int64) - (self.window - 1)
+        self._names = ["observations", "actions", "rewards"] + (
+            ["goals"] if dataset.schema.goals is not None else []
+        )
+
+    def preload(self) -> bool:
+        """Read everything the windows need into memory now (each chunk read once, digest-checked,
+        in parallel) when it fits in `cache_bytes`; True if it did. Sampling then never touches
+        the disk. Without it, chunks are loaded as windows first need them."""
+        return self.cache.preload(self._names)
 
     def sample(self, batch_size: int) -> WindowBatch:
         episodes, ends = self._sample_steps(batch_size)
@@ -234,24 +295,16 @@ class WindowSampler(_Sampler):
 
     def windows(self, episodes: np.ndarray, ends: np.ndarray) -> WindowBatch:
         """The windows ending at global steps `ends` of `episodes` (vectorised)."""
-        k = np.arange(self.window, dtype=np.int64) - (self.window - 1)
-        rows = ends[:, None] + k[None, :]
+        rows = ends[:, None] + self._offsets[None, :]
         first = self.starts[episodes][:, None]
         mask = rows >= first
-        rows = np.where(mask, rows, first)  # padding reads a real row, then is zeroed
-        has_goals = self.dataset.schema.goals is not None
-        names = ["observations", "actions", "rewards"] + (["goals"] if has_goals else [])
-        out = {}
-        for name in names:
-            values = self.cache.gather(name, rows)
-            values[~mask] = 0
-            out[name] = values
-        rtg = np.where(mask, self._rtg[rows] / self.rtg_scale, 0).astype(np.float32)
+        index = np.where(mask, rows, self.total)  # row `total` reads as zeros (padding)
+        out = {name: self.cache.gather_padded(name, index) for name in self._names}
         return WindowBatch(
             observations=out["observations"],
             actions=out["actions"],
             rewards=out["rewards"],
-            returns_to_go=rtg,
+            returns_to_go=self._rtg[index],
             timesteps=np.where(mask, rows - first, 0),
             mask=mask,
             episodes=episodes,
@@ -272,6 +325,11 @@ class TransitionSampler(_Sampler):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ):
         super().__init__(dataset, seed=seed, weighting=weighting, cache_bytes=cache_bytes)
+
+    def preload(self) -> bool:
+        """Read every array transitions need into memory now, if it fits (see WindowSampler)."""
+        names = ["observations", "actions", "rewards", "terminations", "truncations"]
+        return self.cache.preload([*names, "final_observations"])
 
     def sample(self, batch_size: int) -> TransitionBatch:
         episodes, steps = self._sample_steps(batch_size)

@@ -27,6 +27,7 @@ import numpy as np
 
 from flexrl.errors import FlexrlError
 from flexrl.fileio import create_exclusive
+from flexrl.store import chunkio
 from flexrl.store.catalog import dataset_paths, read_manifest
 from flexrl.store.format import (
     ArraySpec,
@@ -99,7 +100,9 @@ def make_episode(
     flags = []
     for flag_name, flag in (("terminations", terminations), ("truncations", truncations)):
         values = _as_array(flag, flag_name)
-        if values.shape != (steps,) or not np.isin(values, (0, 1)).all():
+        if values.shape != (steps,) or (
+            values.dtype != np.bool_ and not np.isin(values, (0, 1)).all()
+        ):
             raise FlexrlError(f"{flag_name} must be {steps} booleans, got shape {values.shape}")
         flags.append(values.astype(np.bool_, copy=False))
     goal_array = None
@@ -154,11 +157,19 @@ def commit_shards(
     schema: Schema,
     lineage: Lineage,
     message: str | None = None,
+    known: tuple[Manifest, str] | None = None,
 ) -> Manifest:
-    """Create the next version = latest version + `shards`; retry on a lost race."""
+    """Create the next version = latest version + `shards`; retry on a lost race.
+
+    `known` is a (manifest, digest) the caller already read: it is used instead of reading the
+    latest version again when that is still the latest (a version file never changes)."""
     paths.versions.mkdir(parents=True, exist_ok=True)
     for attempt in range(MAX_COMMIT_ATTEMPTS):
-        latest = latest_manifest(paths)
+        versions = paths.list_versions()
+        if known is not None and versions and versions[-1] == known[0].version:
+            latest: tuple[Manifest, str] | None = known
+        else:
+            latest = read_manifest(paths, versions[-1]) if versions else None
         parent_shards: list[ShardEntry] = []
         parent_digest = None
         if latest is not None:
@@ -219,6 +230,7 @@ class ShardWriter:
         self.durable = durable
         self.message = message
         latest = latest_manifest(self.paths)
+        self._latest = latest  # reused by the first commit if no one committed meanwhile
         self.schema: Schema | None = latest[0].schema if latest else None
         self._buffer: list[Episode] = []
         self._buffer_bytes = 0
@@ -280,6 +292,8 @@ class ShardWriter:
                 self.durable,
             )
             os.rename(tmp, self.paths.shards / shard_id)  # complete shards only in shards/
+            if self.durable:  # the rename itself survives a power cut before the commit
+                chunkio.fsync_dir(self.paths.shards)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -294,8 +308,14 @@ class ShardWriter:
             return None
         assert self.schema is not None
         manifest = commit_shards(
-            self.paths, self._pending, self.schema, self.lineage, message or self.message
+            self.paths,
+            self._pending,
+            self.schema,
+            self.lineage,
+            message or self.message,
+            known=self._latest,
         )
+        self._latest = None
         self._pending = []
         self.committed.append(manifest)
         return manifest

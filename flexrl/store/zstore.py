@@ -1,9 +1,11 @@
 """Zarr stores that digest what they write and check what they read.
 
 Every object of a shard (each chunk file and each zarr.json) has its sha256 in the manifest.
-The writer's store hashes each object as zarr hands it over (no second read of the data); the
-reader's store hashes each object it fetches from disk and compares before zarr decodes it,
-so a flipped byte is refused instead of decoded into wrong numbers.
+flexrl normally writes and reads chunk files directly (chunkio); these stores serve the zarr-python
+fallback (dtypes chunkio does not take). The writer's store hashes each object as zarr hands it
+over (no second read of the data); the reader's store hashes each object it fetches from disk and
+compares before zarr decodes it, so a flipped byte is refused instead of decoded into wrong
+numbers. `check_object` is the one check both paths use.
 """
 
 from __future__ import annotations
@@ -27,10 +29,31 @@ class CorruptShardError(FlexrlError):
 
 
 def array_of(key: str) -> str:
-    """The array a store key belongs to ('observations/c/3/0' -> 'observations')."""
+    """The array a store key belongs to ('observations/c.3.0' or 'observations/c/3/0' ->
+    'observations')."""
     if key.endswith("zarr.json"):
         return key[: -len("zarr.json")].rstrip("/") or "(group metadata)"
+    head, _, last = key.rpartition("/")
+    if last.startswith("c.") or last == "c":
+        return head
     return key.split("/c/")[0]
+
+
+def check_object(label: str, expected: dict[str, str], key: str, data: bytes | None) -> None:
+    """Refuse (CorruptShardError) an object that is missing, unlisted or not the bytes the
+    manifest's digest names."""
+    want = expected.get(key)
+    if data is None:
+        if want is not None:
+            raise CorruptShardError(f"shard {label}: array {array_of(key)!r} lost its file {key!r}")
+        raise CorruptShardError(f"shard {label}: file {key!r} is not listed in the manifest")
+    if want is None:
+        raise CorruptShardError(f"shard {label}: file {key!r} is not listed in the manifest")
+    if digest_bytes(data) != want:
+        raise CorruptShardError(
+            f"shard {label}: array {array_of(key)!r} is corrupted "
+            f"(digest mismatch in {key!r}); run `flexrl data verify`"
+        )
 
 
 class DigestingStore(LocalStore):
@@ -93,22 +116,11 @@ class VerifyingStore(LocalStore):
     __hash__ = LocalStore.__hash__
 
     def check(self, key: str, data: Buffer | None) -> None:
-        want = self.expected.get(key)
-        if data is None:
-            if want is not None:
-                raise CorruptShardError(
-                    f"shard {self.label}: array {array_of(key)!r} lost its file {key!r}"
-                )
-            return
-        if want is None:
-            raise CorruptShardError(
-                f"shard {self.label}: file {key!r} is not listed in the manifest"
-            )
-        if digest_bytes(data.as_buffer_like()) != want:
-            raise CorruptShardError(
-                f"shard {self.label}: array {array_of(key)!r} is corrupted "
-                f"(digest mismatch in {key!r}); run `flexrl data verify`"
-            )
+        if data is None and key not in self.expected:
+            return  # zarr probes for optional objects: absent and not expected is fine
+        check_object(
+            self.label, self.expected, key, None if data is None else data.as_buffer_like()
+        )
 
     def _fetch(self, key: str, prototype: BufferPrototype) -> Buffer | None:
         try:

@@ -40,19 +40,20 @@ def crash(ws: str, name: str, where: str, signal_file: str) -> None:
         for k in range(5):
             w.add_episode(**episode(0, k))
     if where == "mid-shard":
-        from flexrl.store import zstore
+        from flexrl.store import chunkio
 
-        original = zstore.DigestingStore._set
+        original = chunkio.write_file
         count = [0]
 
-        async def slow_set(self, key, value, exclusive=False):
-            await original(self, key, value, exclusive=exclusive)
+        def slow_write(path, data, durable):
+            size = original(path, data, durable)
             count[0] += 1
             if count[0] == 6:  # some arrays of the shard are on disk, others not yet
                 Path(signal_file).write_text("writing")
                 time.sleep(600)
+            return size
 
-        zstore.DigestingStore._set = slow_set
+        chunkio.write_file = slow_write
     else:  # the shard is complete in shards/ but no version names it yet
         from flexrl.store import writer as writer_module
 

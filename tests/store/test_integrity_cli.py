@@ -32,7 +32,7 @@ def _last_shard(ws: Path, ref: str = "walk") -> Path:
     return ws / "datasets/walk/shards" / ds.manifest.shards[-1].id
 
 
-@pytest.mark.parametrize("target", ["observations/c/0/0", "rewards/zarr.json", "zarr.json"])
+@pytest.mark.parametrize("target", ["observations/c.0.0", "rewards/zarr.json", "zarr.json"])
 def test_flipped_byte_caught_by_verify_and_reader(two_versions: Path, target: str) -> None:
     ws = two_versions
     shard = _last_shard(ws)  # added by v2 only
@@ -59,7 +59,7 @@ def test_flipped_byte_caught_by_verify_and_reader(two_versions: Path, target: st
 
 def test_missing_chunk_is_not_read_as_zeros(two_versions: Path) -> None:
     shard = _last_shard(two_versions)
-    (shard / "actions/c/0/0").unlink()
+    (shard / "actions/c.0.0").unlink()
     with pytest.raises(CorruptShardError, match="actions"):
         open_dataset("walk", two_versions).array("actions")
     assert "missing" in str(verify("walk", two_versions).problems[0])
@@ -140,7 +140,7 @@ def test_corrupt_manifest_via_real_subprocess(two_versions: Path) -> None:
 
 
 def test_corrupted_shard_error_exits_2_in_info(two_versions: Path) -> None:
-    _flip(_last_shard(two_versions) / "episode_offsets/c/0")
+    _flip(_last_shard(two_versions) / "episode_offsets/c.0")
     out = cli("data", "info", "walk", "--workspace", str(two_versions))
     assert out.code == 2 and "corrupted" in out.stderr
     with pytest.raises(FlexrlError):
