@@ -8,7 +8,7 @@ STAMP       := $(VENV)/.installed
 FIND_LINKS  := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 DEMO_DIR    ?= demo-workspace
 
-.PHONY: help install test lint demo bench clean
+.PHONY: help install test lint demo bench clean notebooks
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -116,3 +116,8 @@ sweep: need-kubectl  ## submit SPEC=recipes/sweep_quickstart.yaml to the cluster
 	@[ -f $(IMAGE_TAG_FILE) ] || { echo "no image loaded into the cluster: run 'make load-image' first" >&2; exit 1; }
 	@$(MAKE) --no-print-directory install
 	$(FLEXRL) sweep submit $(SPEC) --backend k8s --image $$(cat $(IMAGE_TAG_FILE))
+
+# --- notebooks (issue 7) ---
+notebooks: install  ## install the notebooks extra and open Jupyter on notebooks/
+	$(PY) -m pip install --quiet $(FIND_LINKS) -c constraints.txt -e ".[dev,notebooks]"
+	$(VENV)/bin/jupyter notebook --notebook-dir=notebooks

@@ -1,4 +1,4 @@
-"""`flexrl data ls | info | log | tag | verify | gc | export | import`: the trajectory store."""
+"""`flexrl data ls | info | log | tag | verify | gc | export | import | report`: the store."""
 
 from __future__ import annotations
 
@@ -427,3 +427,43 @@ def import_(
         f"imported {manifest.episodes} episodes, {manifest.steps} steps "
         f"as {name}@v{manifest.version}"
     )
+
+
+@app.command("report")
+def report(
+    ref: RefArgument,
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "report.html"
+    ),
+    previous: Annotated[
+        str | None,
+        typer.Option(help="Version to compare with (default: the version before REF's)."),
+    ] = None,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Write one self-contained HTML report of a version: returns, lengths, tasks, coverage,
+    command tracking, actions per joint, and what changed since the previous version."""
+    from flexrl.analysis import dataset_report_html  # matplotlib only when a report is asked for
+
+    source = catalog.resolve(ref, workspace)  # a bad reference fails before any run is recorded
+    if previous is None and source.version > 1:  # default: what the latest commit added
+        previous = f"{source.name}@v{source.version - 1}"
+    baseline = catalog.resolve(previous, workspace) if previous else None
+    if out.is_dir():
+        raise FlexrlError(f"{out} is a directory: give --out a file name such as report.html")
+    if not out.parent.is_dir():
+        raise FlexrlError(f"{out.parent}: no such directory for --out")
+    with Workspace(workspace).start_run("report", f"report-{source.name}") as run:
+        run.add_input(dataset_artifact(source, role="source"))
+        if baseline is not None:
+            run.add_input(dataset_artifact(baseline, role="previous"))
+        with console.status(f"analysing {source.ref}"):
+            page = dataset_report_html(
+                source.ref, workspace, previous=baseline.ref if baseline else None
+            )
+        # Written beside the target, then renamed: an interrupted report leaves no torn file.
+        tmp = out.with_name(f".{out.name}.{run.id}.tmp")
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(out)
+        run.add_artifact(out, ArtifactKind.FILE, role="report")
+    console.print(f"wrote {out} ({_size(out.stat().st_size)}) for {source.ref} · run {run.id}")
