@@ -63,7 +63,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from flexrl.config import EnvConfig
 from flexrl.envs.tasks import TASKS
 from flexrl.errors import FlexrlError
-from flexrl.fileio import sha256_file
 from flexrl.store import Lineage, ResolvedVersion, ShardWriter, parse_ref, resolve
 from flexrl.workspace import Artifact, ArtifactKind, Run, RunRecord, Workspace
 
@@ -161,25 +160,11 @@ class CollectResult:
 # --- planning: check everything before a run or a shard exists -------------------------------
 
 
-def _workspace_relative(workspace: Workspace, path: Path) -> str:
-    try:
-        return path.resolve().relative_to(workspace.root.resolve()).as_posix()
-    except ValueError:
-        return str(path.resolve())
-
-
 def resolve_policy(workspace: Workspace, policy: str) -> tuple[Path, Artifact, RunRecord | None]:
     """POLICY as a checkpoint file, or a run (id, unique prefix, name) and its newest checkpoint."""
     path = Path(policy)
     if path.is_file():
-        artifact = Artifact(
-            kind=ArtifactKind.CHECKPOINT,
-            ref=_workspace_relative(workspace, path),
-            digest=sha256_file(path),
-            size=path.stat().st_size,
-            role="policy",
-        )
-        return path, artifact, None
+        return path, workspace.file_artifact(path, ArtifactKind.CHECKPOINT, role="policy"), None
     if path.suffix in (".pt", ".ckpt") or "/" in policy or os.sep in policy:
         raise FlexrlError(f"--policy: checkpoint not found: {policy}")
     try:

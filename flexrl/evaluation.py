@@ -57,7 +57,7 @@ from rich.progress import (
 
 from flexrl.config import EnvConfig, Task, TrainRecipe
 from flexrl.errors import FlexrlError
-from flexrl.fileio import atomic_write_json, sha256_file
+from flexrl.fileio import atomic_write_json
 from flexrl.workspace import Artifact, ArtifactKind, RunRecord, Workspace
 
 if TYPE_CHECKING:
@@ -137,13 +137,7 @@ def resolve_source(workspace: Workspace, source: str) -> tuple[Path, Artifact, R
     """
     path = Path(source)
     if path.is_file():
-        artifact = Artifact(
-            kind=ArtifactKind.CHECKPOINT,
-            ref=_workspace_relative(workspace, path),
-            digest=sha256_file(path),
-            size=path.stat().st_size,
-        )
-        return path, artifact, None
+        return path, workspace.file_artifact(path, ArtifactKind.CHECKPOINT), None
     if path.suffix in (".pt", ".ckpt") or "/" in source or os.sep in source:
         raise FlexrlError(f"checkpoint not found: {source}")
     try:
@@ -236,13 +230,6 @@ def _offline_source(
         run=record,
         global_step=int(data.get("global_step", 0)),
     )
-
-
-def _workspace_relative(workspace: Workspace, path: Path) -> str:
-    try:
-        return path.resolve().relative_to(workspace.root.resolve()).as_posix()
-    except ValueError:
-        return str(path.resolve())
 
 
 def is_humanoid(env: EnvConfig) -> bool:

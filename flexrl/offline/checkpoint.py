@@ -27,7 +27,7 @@ from torch import nn
 
 from flexrl.config import FinetuneBCRecipe, FinetuneDTRecipe
 from flexrl.errors import FlexrlError
-from flexrl.fileio import atomic_write_bytes, sha256_file
+from flexrl.fileio import atomic_write_bytes
 from flexrl.offline.base import OfflinePolicyModule, info_from_json, info_to_json
 from flexrl.workspace import Workspace
 from flexrl.workspace.records import Artifact, ArtifactKind, RunRecord
@@ -106,11 +106,4 @@ def run_policy_file(workspace: Workspace, record: RunRecord) -> tuple[Path, Arti
     if not found:
         raise FlexrlError(f"run {record.id} has no BC/DT policy file (is it a finetune run?)")
     artifact = found[-1]
-    path = Path(artifact.ref)
-    if not path.is_absolute():
-        path = workspace.root / path
-    if not path.is_file():
-        raise FlexrlError(f"run {record.id}: {artifact.ref} is missing")
-    if artifact.digest is not None and sha256_file(path) != artifact.digest:
-        raise FlexrlError(f"run {record.id}: {artifact.ref} changed since it was recorded")
-    return path, artifact
+    return workspace.artifact_path(record, artifact), artifact

@@ -33,7 +33,7 @@ import torch
 
 from flexrl.config import TrainRecipe
 from flexrl.errors import FlexrlError
-from flexrl.fileio import atomic_write_bytes, sha256_file
+from flexrl.fileio import atomic_write_bytes
 from flexrl.rl.agent import Agent, Policy
 from flexrl.rl.normalization import ObsNormalizer
 from flexrl.workspace import Workspace
@@ -103,16 +103,7 @@ def run_checkpoint(workspace: Workspace, record: RunRecord) -> tuple[Path, Artif
     if not checkpoints:
         raise FlexrlError(f"run {record.id} has no checkpoint to resume from")
     artifact = checkpoints[-1]
-    path = Path(artifact.ref)
-    if not path.is_absolute():
-        path = workspace.root / path
-    if not path.is_file():
-        raise FlexrlError(f"run {record.id}: checkpoint {artifact.ref} is missing")
-    if artifact.digest is not None and sha256_file(path) != artifact.digest:
-        raise FlexrlError(
-            f"run {record.id}: checkpoint {artifact.ref} changed since it was recorded"
-        )
-    return path, artifact
+    return workspace.artifact_path(record, artifact), artifact
 
 
 def load_policy(path: str | Path, device: torch.device | str = "cpu") -> Policy:

@@ -171,6 +171,43 @@ class Workspace:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
+    # -- files as artifacts ----------------------------------------------------------------
+
+    def relative_ref(self, path: Path) -> str:
+        """A path as lineage records it: relative to the workspace root when inside it."""
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(path.resolve())
+
+    def file_artifact(
+        self, path: str | Path, kind: ArtifactKind = ArtifactKind.FILE, role: str | None = None
+    ) -> Artifact:
+        """A file as an artifact: its ref, sha256 digest and size."""
+        path = Path(path)
+        return Artifact(
+            kind=kind,
+            ref=self.relative_ref(path),
+            digest=sha256_file(path),
+            size=path.stat().st_size,
+            role=role,
+        )
+
+    def artifact_path(self, record: RunRecord, artifact: Artifact) -> Path:
+        """Where a file a run recorded lies now, refusing one that is gone or was changed
+        since it was recorded (its digest no longer matches)."""
+        path = Path(artifact.ref)
+        if not path.is_absolute():
+            path = self.root / path
+        if not path.is_file():
+            raise FlexrlError(f"run {record.id}: {artifact.kind.value} {artifact.ref} is missing")
+        if artifact.digest is not None and sha256_file(path) != artifact.digest:
+            raise FlexrlError(
+                f"run {record.id}: {artifact.kind.value} {artifact.ref} changed since it was "
+                "recorded"
+            )
+        return path
+
     def load_provenance(self, run_id: str) -> Provenance | None:
         try:
             return Provenance.model_validate_json(
@@ -254,24 +291,9 @@ class Run:
         A file written again (a `last.pt` refreshed every N updates) replaces its own entry:
         the record describes what is on disk now.
         """
-        path = Path(path)
-        ref = self.workspace_relative(path)
-        self.record.outputs = [a for a in self.record.outputs if a.ref != ref]
-        artifact = Artifact(
-            kind=kind,
-            ref=ref,
-            digest=sha256_file(path),
-            size=path.stat().st_size,
-            role=role,
-        )
+        artifact = self.workspace.file_artifact(path, kind, role)
+        self.record.outputs = [a for a in self.record.outputs if a.ref != artifact.ref]
         return self.add_output(artifact)
-
-    def workspace_relative(self, path: Path) -> str:
-        """A path as recorded in lineage: relative to the workspace root when inside it."""
-        try:
-            return path.resolve().relative_to(self.workspace.root.resolve()).as_posix()
-        except ValueError:
-            return str(path.resolve())
 
     # -- metrics ---------------------------------------------------------------------------
 
