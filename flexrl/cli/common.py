@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from flexrl.workspace import Workspace
 
@@ -32,6 +33,16 @@ DEFAULT_WORKSPACE = Path("workspace")
 
 def open_workspace(path: Path) -> Workspace:
     return Workspace(path)
+
+
+def print_fields(rows: list[tuple[str, str]]) -> None:
+    """A two-column "label  value" listing, as `runs show` and `data info` print."""
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def print_json(obj: Any) -> None:

@@ -16,7 +16,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.cli.common import (
+    DEFAULT_WORKSPACE,
+    JsonOption,
+    WorkspaceOption,
+    console,
+    print_fields,
+    print_json,
+)
 from flexrl.errors import FlexrlError
 from flexrl.store import catalog, maintenance
 from flexrl.store.format import Lineage, check_name
@@ -161,12 +168,7 @@ def info(
     if schema.infos:
         rows.append(("infos", ", ".join(f"{k} {v.describe()}" for k, v in schema.infos)))
     rows.append(("lineage", _lineage_text(manifest.lineage.to_json())))
-    table = Table(box=None, show_header=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    print_fields(rows)
     tasks = Table(title="per task", box=None, header_style="bold", title_justify="left")
     for column in ("task", "episodes", "steps", "return mean", "return std"):
         tasks.add_column(column, justify="left" if column == "task" else "right")

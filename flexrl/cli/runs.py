@@ -11,7 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.cli.common import (
+    DEFAULT_WORKSPACE,
+    JsonOption,
+    WorkspaceOption,
+    console,
+    print_fields,
+    print_json,
+)
 from flexrl.errors import FlexrlError
 from flexrl.workspace import LineageGraph, RunStatus, Workspace, build_graph, resolve_target
 
@@ -135,12 +142,7 @@ def show(
                 f"{record.metrics_rows} rows; last: {_metrics_summary(record.metrics_last, 8)}",
             )
         )
-    table = Table(box=None, show_header=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    print_fields(rows)
 
 
 @app.command("lineage")
