@@ -11,7 +11,7 @@ DEMO_DIR    ?= demo-workspace
 .PHONY: help install test lint demo bench clean notebooks
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv and install flexrl with the dev extra, pinned by constraints.txt
 
@@ -56,8 +56,12 @@ demo: install  ## the pipeline end to end on the quickstart task, into $(DEMO_DI
 	@echo "  next          $(FLEXRL) runs show dt -w $(DEMO_DIR)"
 	@echo "                tensorboard --logdir $(DEMO_DIR)/runs"
 
-bench: install  ## run the benchmarks (writes benchmarks/results/*.json)
+bench: install  ## every benchmark side by side with its peer (long; figures in benchmarks/RESULTS.md)
+	$(PY) -m pip install --quiet $(FIND_LINKS) -c constraints.txt -e ".[dev,bench]"
 	$(PY) benchmarks/runs_ls_bench.py
+	$(PY) benchmarks/store_bench.py
+	$(PY) benchmarks/dt_bench.py
+	$(PY) benchmarks/ppo_bench.py
 
 clean:  ## remove the virtual environment and demo outputs
 	rm -rf $(VENV) $(DEMO_DIR)
