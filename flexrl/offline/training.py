@@ -13,6 +13,7 @@ records lineage and passes a metrics callback.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ LAST = "last.ckpt"
 # Lightning's advice to add DataLoader workers does not apply to in-process vectorised batches.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+# Noise on every run that says nothing about it: a deprecation inside Lightning itself, and a
+# caution about __len__ with several workers that the DataModule's per-worker seeding handles.
+warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+warnings.filterwarnings("ignore", ".*has `__len__` defined. In combination with multi-process.*")
+# Lightning's INFO lines (accelerator banners, a cloud-logging advert): the run records these.
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 
 def recipe_model(kind: Kind) -> type[Recipe]:
