@@ -17,7 +17,7 @@ install: $(STAMP)  ## create .venv and install flexrl with the dev extra, pinned
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $(FIND_LINKS) -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -qq $(FIND_LINKS) -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
 test: install  ## run the test suite
@@ -57,7 +57,7 @@ demo: install  ## the pipeline end to end on the quickstart task, into $(DEMO_DI
 	@echo "                tensorboard --logdir $(DEMO_DIR)/runs"
 
 bench: install  ## every benchmark side by side with its peer (long; figures in benchmarks/RESULTS.md)
-	$(PY) -m pip install --quiet $(FIND_LINKS) -c constraints.txt -e ".[dev,bench]"
+	$(PY) -m pip install -qq $(FIND_LINKS) -c constraints.txt -e ".[dev,bench]"
 	$(PY) benchmarks/runs_ls_bench.py
 	$(PY) benchmarks/store_bench.py
 	$(PY) benchmarks/dt_bench.py
@@ -123,5 +123,5 @@ sweep: need-kubectl  ## submit SPEC=recipes/sweep_quickstart.yaml to the cluster
 
 # --- notebooks (issue 7) ---
 notebooks: install  ## install the notebooks extra and open Jupyter on notebooks/
-	$(PY) -m pip install --quiet $(FIND_LINKS) -c constraints.txt -e ".[dev,notebooks]"
+	$(PY) -m pip install -qq $(FIND_LINKS) -c constraints.txt -e ".[dev,notebooks]"
 	$(VENV)/bin/jupyter notebook --notebook-dir=notebooks
