@@ -161,24 +161,14 @@ class CollectResult:
 
 
 def resolve_policy(workspace: Workspace, policy: str) -> tuple[Path, Artifact, RunRecord | None]:
-    """POLICY as a checkpoint file, or a run (id, unique prefix, name) and its newest checkpoint."""
-    path = Path(policy)
-    if path.is_file():
-        return path, workspace.file_artifact(path, ArtifactKind.CHECKPOINT, role="policy"), None
-    if path.suffix in (".pt", ".ckpt") or "/" in policy or os.sep in policy:
-        raise FlexrlError(f"--policy: checkpoint not found: {policy}")
-    try:
-        record = workspace.resolve_run(policy)
-    except FlexrlError as e:
-        if str(e).startswith("unknown run"):
-            raise FlexrlError(
-                f"--policy: {policy!r} is neither 'random', a checkpoint file nor a run in "
-                f"{workspace.root} (see `flexrl runs ls`)"
-            ) from None
-        raise
-    from flexrl.rl.checkpoint import run_checkpoint
+    """POLICY as a checkpoint file, or a run and its newest checkpoint (as `flexrl eval` reads
+    SOURCE); bad input is named as --policy's."""
+    from flexrl.evaluation import resolve_source
 
-    checkpoint, artifact = run_checkpoint(workspace, record)
+    try:
+        checkpoint, artifact, record = resolve_source(workspace, policy)
+    except FlexrlError as e:
+        raise FlexrlError(f"--policy: {e}") from None
     return checkpoint, artifact.model_copy(update={"role": "policy"}), record
 
 
