@@ -172,6 +172,15 @@ def resolve_policy(workspace: Workspace, policy: str) -> tuple[Path, Artifact, R
     return checkpoint, artifact.model_copy(update={"role": "policy"}), record
 
 
+def check_dataset_name(name: str, option: str) -> None:
+    """A plain dataset name (the store's name rule refuses names that could escape datasets/);
+    writers add versions, so a reference such as `name@v2` is refused."""
+    if parse_ref(name).name != name:
+        raise FlexrlError(
+            f"{option} takes a dataset name, not a reference: {name!r} (writing adds a version)"
+        )
+
+
 def collection_env(base: EnvConfig | None, task: str | None, env_id: str | None) -> EnvConfig:
     """The env to collect in: the policy's training env, unless --task or --env-id says."""
     if task is not None and env_id is not None:
@@ -188,12 +197,7 @@ def collection_env(base: EnvConfig | None, task: str | None, env_id: str | None)
 
 def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPlan:
     """Check the request (names, counts, policy, env, dataset schema); write nothing."""
-    ref = parse_ref(request.dataset)  # refuses names that could escape datasets/
-    if ref.name != request.dataset:
-        raise FlexrlError(
-            f"--dataset takes a dataset name, not a reference: {request.dataset!r} "
-            "(every collection adds a new version)"
-        )
+    check_dataset_name(request.dataset, "--dataset")
     if request.episodes < 1:
         raise FlexrlError(f"--episodes must be at least 1, got {request.episodes}")
     if request.workers < 1 or request.num_envs < 1:
@@ -228,7 +232,7 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
             inputs.append(Artifact(kind=ArtifactKind.RUN, ref=source_run.id, role="source"))
     env_cfg = collection_env(base_env, request.task, request.env_id)
 
-    observation_shape, bounded = _probe_env(env_cfg)
+    observation_shape, bounded = probe_env(env_cfg)
     if obs_dim is not None and observation_shape != (obs_dim,):
         raise FlexrlError(
             f"the policy takes {obs_dim} observations, env {_env_name(env_cfg)} gives "
@@ -270,7 +274,7 @@ def _env_name(env: EnvConfig) -> str:
     return env.id if env.id is not None else f"Humanoid task {env.task}"
 
 
-def _probe_env(env_cfg: EnvConfig) -> tuple[tuple[int, ...], bool]:
+def probe_env(env_cfg: EnvConfig) -> tuple[tuple[int, ...], bool]:
     """The observation shape and whether actions are bounded (making the env checks the id)."""
     from flexrl.rl.envs import make_flat_env
 
@@ -291,7 +295,7 @@ class CollectedEpisode:
     """One finished episode, ready for `ShardWriter.add_episode`."""
 
     index: int  # k: the episode's position in the collection (its seed is seed + k)
-    seed: int
+    seed: int | None
     observations: np.ndarray  # T rows
     final_observation: np.ndarray
     actions: np.ndarray
@@ -311,7 +315,7 @@ class CollectedEpisode:
         return float(np.sum(self.rewards, dtype=np.float64))
 
 
-def _flat_infos(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def flat_infos(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The numeric, small, storable entries of one step's info; dicts one level deep."""
     out: dict[str, np.ndarray] = {}
     for key, value in info.items():
@@ -339,14 +343,15 @@ def _storable_key(name: str) -> bool:
     return "@" not in name
 
 
-class _Episode:
-    """The growing arrays of one running episode in one env slot."""
+class EpisodeBuffer:
+    """The growing arrays of one running episode in one env slot (collection, and training's
+    replay recording). `seed` is None for an episode its env autoreset without one."""
 
-    def __init__(self, index: int, seed: int, obs: np.ndarray, info: Mapping[str, Any]):
+    def __init__(self, index: int, seed: int | None, obs: np.ndarray, info: Mapping[str, Any]):
         self.index = index
         self.seed = seed
         # Its own generator: its noise does not depend on which slot or worker ran it.
-        self.rng = np.random.default_rng([seed, 1])
+        self.rng = np.random.default_rng([seed, 1]) if seed is not None else None
         self.obs = obs
         task_id = info.get("task_id")
         self.task = TASKS[int(task_id)] if task_id is not None else None
@@ -368,7 +373,7 @@ class _Episode:
         self.truncations.append(bool(trunc))
         if "goal" in info:
             self.goals.append(np.asarray(info["goal"]))
-        self.infos.append(_flat_infos(info))
+        self.infos.append(flat_infos(info))
 
     def finish(
         self, final_observation: np.ndarray, info_keys: dict[str, np.ndarray]
@@ -441,13 +446,13 @@ def run_episodes(
     todo = deque(episode_ids)
     info_keys: dict[str, np.ndarray] | None = None
 
-    def start(env: gym.Env) -> _Episode | None:
+    def start(env: gym.Env) -> EpisodeBuffer | None:
         if not todo:
             return None
         k = todo.popleft()
         seed = settings.seed + k
         obs, info = env.reset(seed=seed)
-        return _Episode(k, seed, obs, info)
+        return EpisodeBuffer(k, seed, obs, info)
 
     try:
         running = [start(env) for env in envs]
@@ -486,23 +491,27 @@ class _Job:
     message: str
 
 
+def write_episode(writer: ShardWriter, ep: CollectedEpisode, policy: str | None) -> None:
+    writer.add_episode(
+        ep.observations,
+        ep.actions,
+        ep.rewards,
+        ep.terminations,
+        ep.truncations,
+        final_observation=ep.final_observation,
+        goals=ep.goals,
+        infos=ep.infos,
+        seed=ep.seed,
+        task=ep.task,
+        policy=policy,
+    )
+
+
 def _write_episodes(
     job: _Job, writer: ShardWriter, on_episode: Callable[[CollectedEpisode], None]
 ) -> None:
     for ep in run_episodes(job.settings, job.checkpoint, job.episode_ids):
-        writer.add_episode(
-            ep.observations,
-            ep.actions,
-            ep.rewards,
-            ep.terminations,
-            ep.truncations,
-            final_observation=ep.final_observation,
-            goals=ep.goals,
-            infos=ep.infos,
-            seed=ep.seed,
-            task=ep.task,
-            policy=job.policy_id,
-        )
+        write_episode(writer, ep, job.policy_id)
         on_episode(ep)
 
 

@@ -88,12 +88,15 @@ def train_ppo(
     run: Run,
     resume_from: RunRecord | None = None,
     *,
+    record_to: str | None = None,
+    record_every: int = 1,
     progress: bool = True,
 ) -> None:
     """Train a PPO agent as the recipe says, recording metrics and checkpoints in `run`.
 
     With `resume_from`, continue from that run's newest checkpoint; on CPU the result is the
-    same, bit for bit, as a run that was never interrupted.
+    same, bit for bit, as a run that was never interrupted. With `record_to`, the training
+    rollouts are also stored as that dataset (see flexrl.rl.replay).
     """
     args = recipe.ppo
     num_envs = recipe.env.num_envs
@@ -114,6 +117,13 @@ def train_ppo(
     act_dim = int(np.prod(envs.single_action_space.shape))
     action_low = envs.single_action_space.low
     action_high = envs.single_action_space.high
+    recorder = None
+    if record_to is not None:
+        from flexrl.rl.replay import ReplayRecorder
+
+        recorder = ReplayRecorder(
+            run, record_to, num_envs, envs.single_observation_space.shape, record_every
+        )
 
     agent = Agent(obs_dim, act_dim, args.hidden_sizes).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
@@ -129,7 +139,9 @@ def train_ppo(
     values = torch.zeros((args.num_steps, num_envs), device=device)
 
     # Start: envs seeded seed+i, or everything as the checkpoint left it.
-    raw_obs, _ = envs.reset(seed=[recipe.seed + i for i in range(num_envs)])
+    raw_obs, reset_infos = envs.reset(seed=[recipe.seed + i for i in range(num_envs)])
+    if recorder is not None and resume_from is None:
+        recorder.reset(raw_obs, reset_infos)
     next_obs = torch.from_numpy(obs_normalizer(raw_obs, update=True)).to(device)
     next_done = torch.zeros(num_envs, device=device)
     episode_return = np.zeros(num_envs)
@@ -238,6 +250,10 @@ def train_ppo(
                     )
                 raw_obs, reward, terminations, truncations, infos = envs.step(env_action)
                 done = terminations | truncations
+                if recorder is not None:
+                    recorder.step(
+                        env_action, reward, terminations, truncations, infos, raw_obs, global_step
+                    )
 
                 episode_return += reward
                 episode_length += 1
@@ -360,15 +376,27 @@ def train_ppo(
             bar.update(task, completed=global_step, sps=sps, ret=recent)
 
             latest = snapshot(update)
+            if recorder is not None:
+                recorder.end_update()
             if (
                 args.checkpoint_every
                 and update % args.checkpoint_every == 0
                 and update < num_updates
             ):
                 _save_checkpoint(run, latest, "last")
+                if recorder is not None:  # the replay's versions match checkpoints
+                    recorder.commit()
         _save_checkpoint(run, latest, "final")
+        if recorder is not None:
+            recorder.commit()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as RunInterrupted: keep the last boundary
         _save_checkpoint(run, latest, "last")
+        if recorder is not None:
+            recorder.commit()
+        raise
+    except BaseException:
+        if recorder is not None:
+            recorder.abort()
         raise
     finally:
         bar.stop()
