@@ -26,9 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_ppo_balances_the_inverted_pendulum(tmp_path):
-    # 20 updates of 2048 steps: the quickstart recipe, shortened (it reaches 1000 by ~30k steps).
+    # 30 updates of 2048 steps: the quickstart recipe, shortened. Seeds 0-5 all train at 1000
+    # by then; at 20 updates one seed in four was still stuck near 110 (checked by hand).
     recipe = load_recipe(
-        REPO / "recipes" / "quickstart.yaml", TrainRecipe, ["ppo.total_steps=40960"]
+        REPO / "recipes" / "quickstart.yaml", TrainRecipe, ["ppo.total_steps=61440"]
     )
     ws = Workspace(tmp_path / "ws")
     with ws.start_run("train", "learn", recipe=recipe, seed=recipe.seed) as run:
@@ -36,7 +37,7 @@ def test_ppo_balances_the_inverted_pendulum(tmp_path):
 
     with open(run.dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 20
+    assert len(rows) == 30
     returns = [float(r["episodic_return"]) for r in rows if r["episodic_return"]]
     assert np.mean(returns[-3:]) >= 500, returns  # training episodes of the last updates
 
