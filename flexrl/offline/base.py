@@ -33,9 +33,31 @@ class ObsNormalizer(nn.Module):
         return (obs - self.mean) / self.std
 
 
+class ActionScaler(nn.Module):
+    """Maps actions between the dataset's range [low, high] and tanh's [-1, 1], per dimension.
+    Its buffers come from the DatasetInfo saved with every checkpoint, so they are not
+    persistent (older policy files, without a range, keep [-1, 1])."""
+
+    def __init__(self, info: DatasetInfo):
+        super().__init__()
+        low = -np.ones(info.act_dim) if info.act_low is None else info.act_low
+        high = np.ones(info.act_dim) if info.act_high is None else info.act_high
+        low_t = torch.as_tensor(np.asarray(low, np.float32))
+        high_t = torch.as_tensor(np.asarray(high, np.float32))
+        self.register_buffer("center", (high_t + low_t) / 2, persistent=False)
+        self.register_buffer("half_width", (high_t - low_t) / 2, persistent=False)
+
+    def normalize(self, actions: torch.Tensor) -> torch.Tensor:
+        return (actions - self.center) / self.half_width
+
+    def denormalize(self, unit: torch.Tensor) -> torch.Tensor:
+        return self.center + unit * self.half_width
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean squared error over the real steps only. `where`, not a product with the mask, so
-    whatever sits in padded positions (even inf/NaN) cannot reach the loss."""
+    """Mean squared error over the real steps only, on actions scaled to [-1, 1]. `where`, not
+    a product with the mask, so whatever sits in padded positions (even inf/NaN) cannot reach
+    the loss."""
     err = (pred - target.clamp(-1.0, 1.0)).pow(2).mean(-1)  # tanh cannot go past the bounds
     if mask is None:
         return err.mean()
@@ -47,6 +69,9 @@ def info_to_json(info: DatasetInfo) -> dict[str, Any]:
     data = asdict(info)
     data["obs_mean"] = info.obs_mean.tolist()
     data["obs_std"] = info.obs_std.tolist()
+    for key in ("act_low", "act_high"):
+        if data[key] is not None:
+            data[key] = np.asarray(data[key]).tolist()
     return data
 
 
@@ -54,6 +79,9 @@ def info_from_json(data: dict[str, Any]) -> DatasetInfo:
     values = dict(data)
     values["obs_mean"] = np.asarray(values["obs_mean"], np.float32)
     values["obs_std"] = np.asarray(values["obs_std"], np.float32)
+    for key in ("act_low", "act_high"):
+        if values.get(key) is not None:
+            values[key] = np.asarray(values[key], np.float32)
     return DatasetInfo(**values)
 
 
@@ -76,7 +104,10 @@ class OfflinePolicyModule(pl.LightningModule):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["mask"] if batch["actions"].dim() == 3 else None
-        return masked_mse(self.predict(batch), batch["actions"], mask)
+        scaler: ActionScaler = self.net.act_scaler  # type: ignore[assignment]
+        return masked_mse(
+            scaler.normalize(self.predict(batch)), scaler.normalize(batch["actions"]), mask
+        )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)

@@ -1,4 +1,5 @@
-"""Behaviour Cloning: an MLP on (normalised observation, goal) with tanh-bounded actions.
+"""Behaviour Cloning: an MLP on (normalised observation, goal) with tanh-bounded actions,
+mapped onto the dataset's action range.
 
 Top-% BC (train on the best x% of episodes by return) is a data choice: the DataModule's
 `top_percent`, so the module is the same for both.
@@ -10,16 +11,17 @@ import torch
 from torch import nn
 
 from flexrl.config import BCConfig, FinetuneBCRecipe
-from flexrl.offline.base import ObsNormalizer, OfflinePolicyModule
+from flexrl.offline.base import ActionScaler, ObsNormalizer, OfflinePolicyModule
 from flexrl.offline.datamodule import DatasetInfo
 
 
 class BCPolicy(nn.Module):
-    """Raw observation (+ goal) -> action in [-1, 1]."""
+    """Raw observation (+ goal) -> action in the dataset's action range."""
 
     def __init__(self, info: DatasetInfo, cfg: BCConfig):
         super().__init__()
         self.normalizer = ObsNormalizer(info.obs_mean, info.obs_std)
+        self.act_scaler = ActionScaler(info)
         self.goal_dim = info.goal_dim
         layers: list[nn.Module] = []
         width = info.obs_dim + info.goal_dim
@@ -39,7 +41,7 @@ class BCPolicy(nn.Module):
             if goals is None:
                 raise ValueError("this policy is goal-conditioned: pass goals")
             x = torch.cat([x, goals], dim=-1)
-        return self.mlp(x)
+        return self.act_scaler.denormalize(self.mlp(x))
 
 
 class BCModule(OfflinePolicyModule):

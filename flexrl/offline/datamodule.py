@@ -17,6 +17,9 @@ filter restrict sampling to a subset of episodes, which the samplers do not know
 - Normalisation statistics (observation mean/std) are the dataset's, from shard metadata
   (`Dataset.stats()`, no data reads); the modules keep them as buffers, so they are saved in
   every checkpoint.
+- Action range: the per-dimension [min, max] of the dataset's actions (one pass over the
+  actions column). The models' tanh outputs are mapped onto it, so a policy whose env takes
+  actions in [-0.4, 0.4] (Humanoid) can reach them all, and no further.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class DatasetInfo:
     obs_std: np.ndarray
     max_return: float
     max_length: int
+    # The actions' range, per dimension; [-1, 1] for checkpoints written before it was kept.
+    act_low: np.ndarray | None = None
+    act_high: np.ndarray | None = None
 
 
 @dataclass
@@ -79,6 +85,20 @@ def normalisation(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     mean = np.asarray(stats.obs_mean, dtype=np.float32).reshape(-1)
     std = np.asarray(stats.obs_std, dtype=np.float32).reshape(-1)
     return mean, np.where(std < STD_FLOOR, 1.0, std).astype(np.float32)
+
+
+def action_range(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension (min, max) of the actions, read shard by shard. A dimension that never
+    varies gets a range of width 2 around its value (nothing to scale)."""
+    lows, highs = [], []
+    for s in range(len(dataset.manifest.shards)):
+        actions = dataset.shard(s).read("actions")
+        lows.append(actions.min(axis=0))
+        highs.append(actions.max(axis=0))
+    low = np.min(lows, axis=0).astype(np.float32)
+    high = np.max(highs, axis=0).astype(np.float32)
+    flat = high - low < STD_FLOOR
+    return np.where(flat, low - 1, low), np.where(flat, high + 1, high)
 
 
 def split_episodes(
@@ -208,6 +228,7 @@ class OfflineDataModule(pl.LightningDataModule):
                 f"{tuple(schema.observations.shape)} and {tuple(schema.actions.shape)}"
             )
         mean, std = normalisation(dataset)
+        act_low, act_high = action_range(dataset)
         returns = np.asarray(dataset.episode_returns, dtype=np.float64)
         self.train_episodes, self.val_episodes = split_episodes(
             returns, self.config.val_fraction, self.config.top_percent, self.seed
@@ -222,6 +243,8 @@ class OfflineDataModule(pl.LightningDataModule):
             obs_std=std,
             max_return=float(returns[self.train_episodes].max()),
             max_length=int(np.max(dataset.episode_lengths)),
+            act_low=act_low,
+            act_high=act_high,
         )
 
     @property

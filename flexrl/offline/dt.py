@@ -7,7 +7,8 @@ recipe (random init, nothing downloaded). Its positional embedding is neutralise
 frozen) as in the reference implementations: the timestep embedding already says where a
 token is, and an absolute position inside the window would make left-padded and unpadded
 windows differ. The action a_t is predicted from the hidden state of s_t through tanh, so it
-sees R_<=t, s_<=t and a_<t only (causal attention).
+sees R_<=t, s_<=t and a_<t only (causal attention). Actions, in and out, are scaled between
+the dataset's action range and [-1, 1].
 
 Goal conditioning: a goal embedding is **added to every token of every step** (like the
 timestep embedding), rather than one goal token prepended to the window, because
@@ -31,7 +32,7 @@ except ImportError:  # pragma: no cover - older transformers: whole-GPT2Model pa
     create_causal_mask = None
 
 from flexrl.config import DTConfig, FinetuneDTRecipe
-from flexrl.offline.base import ObsNormalizer, OfflinePolicyModule
+from flexrl.offline.base import ActionScaler, ObsNormalizer, OfflinePolicyModule
 from flexrl.offline.datamodule import DatasetInfo
 
 
@@ -61,6 +62,7 @@ class DecisionTransformer(nn.Module):
         self.max_ep_len = cfg.max_ep_len
         self.goal_dim = info.goal_dim
         self.normalizer = ObsNormalizer(info.obs_mean, info.obs_std)
+        self.act_scaler = ActionScaler(info)
         self.transformer = GPT2Model(gpt2_config(cfg))
         wpe = self.transformer.wpe
         nn.init.zeros_(wpe.weight)
@@ -82,7 +84,7 @@ class DecisionTransformer(nn.Module):
         mask: torch.Tensor | None = None,  # B x K, False on (left) padding
         goals: torch.Tensor | None = None,  # B x K x goal
     ) -> torch.Tensor:
-        """Predicted actions, B x K x act, in [-1, 1]."""
+        """Predicted actions, B x K x act, in the dataset's action range."""
         b, k = observations.shape[:2]
         if mask is None:
             mask = torch.ones(b, k, dtype=torch.bool, device=observations.device)
@@ -100,13 +102,14 @@ class DecisionTransformer(nn.Module):
                 raise ValueError("this model is goal-conditioned: pass goals")
             time = time + self.embed_goal(goals)
         states = self.embed_state(self.normalizer(observations)) + time
-        acts = self.embed_action(actions) + time
+        acts = self.embed_action(self.act_scaler.normalize(actions)) + time
         rtg = self.embed_return(returns_to_go.unsqueeze(-1)) + time
         # (R_1, s_1, a_1, R_2, ...): B x 3K x h
         tokens = torch.stack([rtg, states, acts], dim=2).reshape(b, 3 * k, -1)
         tokens = self.embed_ln(tokens)
         token_mask = mask.repeat_interleave(3, dim=1).long()
-        return self.predict_action(self._state_hidden(tokens, token_mask))  # from s_t tokens
+        unit = self.predict_action(self._state_hidden(tokens, token_mask))  # from s_t tokens
+        return self.act_scaler.denormalize(unit)
 
     def _fast_backbone(self) -> bool:
         cfg = self.transformer.config

@@ -47,6 +47,10 @@ def test_split_by_episode_and_statistics(workspace) -> None:
     stats = open_dataset("tiny@v1", workspace).stats()
     np.testing.assert_allclose(dm.info.obs_mean, stats.obs_mean, rtol=1e-6)
     assert (dm.info.obs_dim, dm.info.act_dim, dm.info.goal_dim) == (6, 2, 3)
+    dataset = open_dataset("tiny@v1", workspace)
+    actions = np.concatenate([dataset.episode(i).actions for i in range(len(dataset))])
+    np.testing.assert_array_equal(dm.info.act_low, actions.min(0))  # the actions' whole range
+    np.testing.assert_array_equal(dm.info.act_high, actions.max(0))
     for batch in batches(dm):  # training windows only come from training episodes
         assert not set(batch["episodes"].tolist()) & set(dm.val_episodes)
     # a different seed draws a different split

@@ -124,12 +124,16 @@ def test_actors_act_within_bounds(ws, bc_run, dt_run) -> None:
     assert isinstance(bc, BCActor) and isinstance(dt, DTActor)
     rng = np.random.default_rng(0)
     goal = np.array([0.5, 0.0, 0.1])
+    low, high = bc.net.act_scaler.denormalize(torch.tensor([-1.0, 1.0])[:, None]).numpy()
+    assert np.all(low > -1) and np.all(high < 1)  # tanh(obs + goal) never quite reaches +-1
     for actor in (bc, dt):
         actor.reset()
         for _ in range(8):
             obs = rng.normal(size=6)
             action = actor.act(obs, {"goal": goal})
             assert action.shape == (2,) and np.abs(action).max() <= 1
+            # tanh outputs are mapped onto the range of the dataset's actions
+            assert np.all(action >= low - 1e-6) and np.all(action <= high + 1e-6)
             actor.observe(1.5, {})
     assert len(dt.context) == TINY_DT["context_len"]  # only the last K steps are kept
     assert dt.return_to_go == pytest.approx(5.0 - 8 * 1.5)

@@ -16,6 +16,9 @@ from tests.offline.conftest import ACT_DIM, GOAL_DIM, OBS_DIM, TINY_DT
 K = 6
 
 
+ACT_LOW, ACT_HIGH = np.array([-0.4, 0.0], np.float32), np.array([0.4, 2.0], np.float32)
+
+
 def info() -> DatasetInfo:
     rng = np.random.default_rng(1)
     return DatasetInfo(
@@ -28,6 +31,8 @@ def info() -> DatasetInfo:
         obs_std=rng.uniform(0.5, 2, size=OBS_DIM).astype(np.float32),
         max_return=10.0,
         max_length=100,
+        act_low=ACT_LOW,  # like Humanoid's [-0.4, 0.4], and one range off centre
+        act_high=ACT_HIGH,
     )
 
 
@@ -46,7 +51,7 @@ def window_batch(b: int = 4, k: int = K, scale: float = 1.0, seed: int = 0) -> d
     g = torch.Generator().manual_seed(seed)
     return {
         "observations": torch.randn(b, k, OBS_DIM, generator=g) * scale,
-        "actions": torch.rand(b, k, ACT_DIM, generator=g) * 2 - 1,
+        "actions": torch.from_numpy(ACT_LOW) + torch.rand(b, k, ACT_DIM, generator=g) * 0.4,
         "returns_to_go": torch.randn(b, k, generator=g) * scale,
         "timesteps": torch.arange(k).repeat(b, 1) + 3,
         "mask": torch.ones(b, k, dtype=torch.bool),
@@ -57,10 +62,14 @@ def window_batch(b: int = 4, k: int = K, scale: float = 1.0, seed: int = 0) -> d
 def test_predictions_lie_in_action_bounds() -> None:
     dt, bc = dt_module().eval(), bc_module().eval()
     batch = window_batch(scale=1e4)  # huge inputs would push an unbounded head far out
+    low, high = torch.from_numpy(ACT_LOW), torch.from_numpy(ACT_HIGH)
     with torch.no_grad():
         for pred in (dt.predict(batch), bc.predict({k: v[:, -1] for k, v in batch.items()})):
             assert torch.isfinite(pred).all()
-            assert pred.abs().max() <= 1.0
+            assert (pred >= low).all() and (pred <= high).all()
+    for model in (dt, bc):  # tanh's ends map onto the range's ends: all of it is reachable
+        ends = model.net.act_scaler.denormalize(torch.tensor([[-1.0], [1.0]]))
+        torch.testing.assert_close(ends, torch.stack([low, high]))
 
 
 @pytest.mark.parametrize("t", [0, 2, K - 2])
