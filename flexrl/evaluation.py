@@ -76,6 +76,7 @@ SUMMARY_KEYS = (
     ("fall_rate", "fall_rate"),
     ("lin_vel_error", "lin_vel_error"),
     ("yaw_rate_error", "yaw_rate_error"),
+    ("forward_speed", "forward_speed"),
 )
 
 
@@ -269,6 +270,7 @@ class EpisodeResult:
     terminated: bool  # ended before the time limit (a fall, for Humanoid)
     lin_vel_error: float | None = None  # mean over steps of |lin_vel - goal[:2]|
     yaw_rate_error: float | None = None  # mean over steps of |yaw_rate - goal[2]|
+    forward_speed: float | None = None  # mean over steps of lin_vel[0] (heading frame, m/s)
 
 
 @dataclass
@@ -281,6 +283,7 @@ class TaskMetrics:
     fall_rate: float
     lin_vel_error: float | None = None
     yaw_rate_error: float | None = None
+    forward_speed: float | None = None
 
     @classmethod
     def from_episodes(cls, task: str, results: list[EpisodeResult]) -> TaskMetrics:
@@ -299,6 +302,7 @@ class TaskMetrics:
             fall_rate=float(np.mean([r.terminated for r in results])),
             lin_vel_error=mean_of([r.lin_vel_error for r in results]),
             yaw_rate_error=mean_of([r.yaw_rate_error for r in results]),
+            forward_speed=mean_of([r.forward_speed for r in results]),
         )
 
 
@@ -367,6 +371,7 @@ def run_episode(
     total, length, terminated = 0.0, 0, False
     lin_errors: list[float] = []
     yaw_errors: list[float] = []
+    speeds: list[float] = []
     while max_steps is None or length < max_steps:
         action = actor.act(obs, info)
         obs, reward, terminated, truncated, info = env.step(action)
@@ -377,6 +382,7 @@ def run_episode(
             goal = np.asarray(info["goal"])
             lin_errors.append(float(np.linalg.norm(np.asarray(info["lin_vel"]) - goal[:2])))
             yaw_errors.append(abs(float(info["yaw_rate"]) - float(goal[2])))
+            speeds.append(float(np.asarray(info["lin_vel"])[0]))
         if on_step is not None:
             on_step()
         if terminated or truncated:
@@ -389,6 +395,7 @@ def run_episode(
         terminated=bool(terminated),
         lin_vel_error=float(np.mean(lin_errors)) if lin_errors else None,
         yaw_rate_error=float(np.mean(yaw_errors)) if yaw_errors else None,
+        forward_speed=float(np.mean(speeds)) if speeds else None,
     )
 
 

@@ -100,10 +100,14 @@ def test_humanoid_rows_per_task_video_and_lineage(cli, trained, tmp_path):
     for row in report["tasks"].values():
         assert row["episodes"] == 2 and 0.0 <= row["fall_rate"] <= 1.0
         assert row["lin_vel_error"] >= 0.0 and row["yaw_rate_error"] >= 0.0
+        assert abs(row["forward_speed"]) < 5.0  # m/s in the heading frame, a real number
         assert row["return_std"] >= 0.0 and row["length_mean"] >= 1
     # A standing start: walk_forward's 1 m/s target is missed by about 1 m/s, turning's by less.
     rows = report["tasks"]
     assert rows["walk_forward"]["lin_vel_error"] > rows["turn_left"]["lin_vel_error"]
+    # ... because it barely moves forward: the error is about the target minus the speed.
+    walk = rows["walk_forward"]
+    assert walk["lin_vel_error"] >= 1.0 - walk["forward_speed"] - 1e-9
     assert {e["task"] for e in report["episodes"]} == set(rows)
 
     # A playable MP4: the frames the report says, at the small default size.
