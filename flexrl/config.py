@@ -75,6 +75,10 @@ class EnvConfig(StrictModel):
     # Multi-task runs sample a task per episode with these weights; empty means `task` only.
     task_weights: dict[Task, float] = Field(default_factory=dict)
     num_envs: int = Field(8, ge=1)
+    # Training steps its envs in this process ("sync"), or each in a worker process of its
+    # own ("async", gymnasium's AsyncVectorEnv: stepping spreads over the CPU cores). The
+    # results are the same, bit for bit; only the speed differs.
+    vectorization: Literal["sync", "async"] = "sync"
     max_episode_steps: int = Field(1000, ge=1)
     command: CommandConfig = Field(default_factory=CommandConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)

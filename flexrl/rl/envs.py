@@ -12,10 +12,16 @@ A resumed run must continue with bit-identical environments, so a checkpoint hol
   so a task with its own state (a goal command, a resample counter) can resume exactly too.
 
 The current observations and episode counters belong to the learner and are saved there.
+Each training env's outermost layer (`ExactState`) hands its state out and takes it back as the
+attribute `exact_state`, so the vector env's get_attr/set_attr reach it whether the envs run in
+this process or in worker processes.
 """
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import signal
 from typing import Any
 
 import gymnasium as gym
@@ -42,13 +48,44 @@ def make_flat_env(cfg: EnvConfig) -> gym.Env:
     return env
 
 
-def make_vector_env(cfg: EnvConfig) -> gym.vector.SyncVectorEnv:
-    """`cfg.num_envs` copies stepped in this process. SAME_STEP autoreset puts the final
-    observation of an episode into `infos["final_obs"]`, which truncation bootstrapping needs."""
-    return gym.vector.SyncVectorEnv(
-        [lambda: make_flat_env(cfg) for _ in range(cfg.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+class ExactState(gym.Wrapper):
+    """`env.exact_state`: everything a resume needs (see the module docstring), to read or to
+    restore."""
+
+    @property
+    def exact_state(self) -> dict[str, Any]:
+        return get_env_state(self.env)
+
+    @exact_state.setter
+    def exact_state(self, state: dict[str, Any]) -> None:
+        set_env_state(self.env, state)
+
+
+def _make_training_env(cfg: EnvConfig) -> gym.Env:
+    return ExactState(make_flat_env(cfg))
+
+
+def _make_worker_env(cfg: EnvConfig) -> gym.Env:
+    """Runs in each AsyncVectorEnv worker (and once in the learner, for the spaces). Ctrl-C
+    reaches the whole process group: the learner handles it (a checkpoint, then closing its
+    workers), so the workers ignore it rather than die mid-step and turn the interruption
+    into an error."""
+    if multiprocessing.parent_process() is not None:  # a worker, not the learner
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return _make_training_env(cfg)
+
+
+def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
+    """`cfg.num_envs` copies, stepped in this process or in one worker process each
+    (`cfg.vectorization`). SAME_STEP autoreset puts the final observation of an episode into
+    `infos["final_obs"]`, which truncation bootstrapping needs."""
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    if cfg.vectorization == "async":
+        # spawn: workers do not inherit this process's torch threads or open files.
+        fns = [functools.partial(_make_worker_env, cfg) for _ in range(cfg.num_envs)]
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=same_step, context="spawn")
+    fns = [functools.partial(_make_training_env, cfg) for _ in range(cfg.num_envs)]
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=same_step)
 
 
 def _layers(env: gym.Env) -> list[Any]:
@@ -117,14 +154,13 @@ def _unpack(packed: dict[str, Any]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def get_vector_env_state(envs: gym.vector.SyncVectorEnv) -> list[dict[str, Any]]:
-    return [get_env_state(env) for env in envs.envs]
+def get_vector_env_state(envs: gym.vector.VectorEnv) -> list[dict[str, Any]]:
+    return list(envs.get_attr("exact_state"))
 
 
-def set_vector_env_state(envs: gym.vector.SyncVectorEnv, states: list[dict[str, Any]]) -> None:
-    if len(states) != len(envs.envs):
+def set_vector_env_state(envs: gym.vector.VectorEnv, states: list[dict[str, Any]]) -> None:
+    if len(states) != envs.num_envs:
         raise FlexrlError(
-            f"checkpoint has {len(states)} envs, the recipe {len(envs.envs)}: keep env.num_envs"
+            f"checkpoint has {len(states)} envs, the recipe {envs.num_envs}: keep env.num_envs"
         )
-    for env, state in zip(envs.envs, states, strict=True):
-        set_env_state(env, state)
+    envs.set_attr("exact_state", list(states))

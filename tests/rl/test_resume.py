@@ -24,12 +24,17 @@ from flexrl.workspace.records import ArtifactKind, RunStatus
 UPDATES = 6
 
 
-def small_recipe(env_id: str, checkpoint_every: int) -> TrainRecipe:
+def small_recipe(env_id: str, checkpoint_every: int, vectorization: str = "sync") -> TrainRecipe:
     return validate_recipe(
         {
             "name": "resume",
             "seed": 3,
-            "env": {"id": env_id, "num_envs": 2, "max_episode_steps": 40},
+            "env": {
+                "id": env_id,
+                "num_envs": 2,
+                "max_episode_steps": 40,
+                "vectorization": vectorization,
+            },
             "ppo": {
                 "total_steps": UPDATES * 2 * 64,
                 "num_steps": 64,
@@ -59,20 +64,25 @@ def stop_at_update(run, update: int, error: BaseException) -> None:
 
 
 @pytest.mark.parametrize(
-    ("env_id", "checkpoint_every", "stop_at", "error", "expected_status"),
+    ("env_id", "checkpoint_every", "stop_at", "error", "expected_status", "vectorization"),
     [
-        ("InvertedPendulum-v5", 0, 3, RunInterrupted(signal.SIGTERM), RunStatus.INTERRUPTED),
-        ("Humanoid-v5", 2, 5, RuntimeError("crash"), RunStatus.FAILED),
+        ("InvertedPendulum-v5", 0, 3, RunInterrupted(signal.SIGTERM), RunStatus.INTERRUPTED,
+         "sync"),
+        ("Humanoid-v5", 2, 5, RuntimeError("crash"), RunStatus.FAILED, "sync"),
+        # Envs in worker processes: their state crosses the process boundary both ways, and
+        # the result is still that of the in-process straight run.
+        ("Humanoid-v5", 2, 5, RuntimeError("crash"), RunStatus.FAILED, "async"),
     ],
-)
+)  # fmt: skip
 def test_resume_equals_uninterrupted(
-    tmp_path: Path, env_id, checkpoint_every, stop_at, error, expected_status
+    tmp_path: Path, env_id, checkpoint_every, stop_at, error, expected_status, vectorization
 ):
-    recipe = small_recipe(env_id, checkpoint_every)
     ws = Workspace(tmp_path / "ws")
+    in_process = small_recipe(env_id, checkpoint_every)
+    with ws.start_run("train", "straight", recipe=in_process) as straight:
+        train_ppo(in_process, straight, progress=False)
 
-    with ws.start_run("train", "straight", recipe=recipe) as straight:
-        train_ppo(recipe, straight, progress=False)
+    recipe = small_recipe(env_id, checkpoint_every, vectorization)
 
     with pytest.raises(type(error)), ws.start_run("train", "stopped", recipe=recipe) as stopped:
         stop_at_update(stopped, stop_at, error)

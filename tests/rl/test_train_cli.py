@@ -105,3 +105,45 @@ def test_sigterm_leaves_an_interrupted_run_with_a_checkpoint_that_resumes(cli, w
     assert any(i.digest == last.digest for i in resumed.inputs)
     (final,) = checkpoints(ws, resumed.id)
     assert load_checkpoint(workspace / final.ref)["global_step"] == total
+
+
+def test_ctrl_c_with_env_workers_interrupts_cleanly(workspace):
+    """Ctrl-C reaches the whole process group, env worker processes included: the run still
+    ends as interrupted with a checkpoint, and no worker is left behind."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flexrl", "train", "--config", QUICKSTART,
+         "--set", "ppo.total_steps=10000000", "--set", "env.vectorization=async",
+         "--workspace", str(workspace)],
+        cwd=REPO, env={**os.environ, "FLEXRL_DEBUG": ""}, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell's background jobs start with SIGINT ignored; a terminal's foreground job not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until it has finished two updates
+            metrics = list(workspace.glob("runs/*/metrics.csv"))
+            if metrics and len(metrics[0].read_text().splitlines()) >= 3:
+                break
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C does
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr
+        assert stderr.strip().splitlines()[-1] == "error: interrupted"
+        deadline = time.monotonic() + 15  # exited workers are reaped by init, in a moment
+        while True:  # until the group is empty: every worker has exited
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, "env worker processes outlived the run"
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    (record,) = Workspace(workspace).list_runs()
+    assert record.status == RunStatus.INTERRUPTED
+    (last,) = checkpoints(Workspace(workspace), record.id)
+    assert last.role == "last" and load_checkpoint(workspace / last.ref)["update"] >= 2
