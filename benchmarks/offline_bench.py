@@ -83,12 +83,11 @@ def train_and_eval(args: argparse.Namespace, ref: str, method: str) -> dict[str,
         workspace=args.workspace,
     )  # fmt: skip
     trained = time.monotonic() - start
-    report = json.loads(
-        flexrl(
-            "eval", name, "--episodes", str(args.eval_episodes), "--task", args.task, "--json",
-            workspace=args.workspace,
-        )  # fmt: skip
-    )
+    evaluation = flexrl(
+        "eval", name, "--episodes", str(args.eval_episodes), "--task", args.task, "--json",
+        workspace=args.workspace,
+    )  # fmt: skip
+    report = json.loads(evaluation)
     summary = report["summary"]
     return {
         "run": report["source"]["run"],
