@@ -14,6 +14,9 @@ in a fresh subprocess and is timed end to end (set-up, rollouts and updates), an
 are interleaved (raw, flexrl, SB3, raw, flexrl, SB3, ...) so that other jobs on the machine
 slow both alike; the table shows medians and the ratio flexrl / SB3. The raw rate is the
 ceiling: random actions, nothing but `env.step` (one env, and N envs in a SyncVectorEnv).
+Both learners also run with their envs in worker processes (flexrl's `env.vectorization:
+async`, gymnasium's AsyncVectorEnv; SB3's SubprocVecEnv), which spreads env stepping over the
+cores; CPU seconds then include the workers'.
 Writes benchmarks/results/ppo_bench.json.
 
 Learning (--learning, not part of the default): flexrl's default PPO recipe on Humanoid-v5 for
@@ -86,8 +89,22 @@ def raw_worker(steps: int, num_envs: int, seed: int) -> dict[str, Any]:
     return {"raw_1": one, "raw_n": many}
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (env worker processes)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def flexrl_worker(
-    steps: int, num_envs: int, num_steps: int, minibatches: int, epochs: int, seed: int
+    steps: int,
+    num_envs: int,
+    num_steps: int,
+    minibatches: int,
+    epochs: int,
+    seed: int,
+    vectorization: str = "sync",
 ) -> dict[str, Any]:
     _one_thread()
     from flexrl.config import TrainRecipe, validate_recipe
@@ -99,7 +116,12 @@ def flexrl_worker(
             "name": "ppo-bench",
             "seed": seed,
             "torch_threads": 1,
-            "env": {"id": ENV_ID, "num_envs": num_envs, "max_episode_steps": 1000},
+            "env": {
+                "id": ENV_ID,
+                "num_envs": num_envs,
+                "max_episode_steps": 1000,
+                "vectorization": vectorization,
+            },
             "ppo": {
                 "total_steps": steps,
                 "num_steps": num_steps,
@@ -113,9 +135,9 @@ def flexrl_worker(
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp) / "ws")
         with ws.start_run("train", "bench", recipe=recipe, seed=seed) as run:
-            start, cpu = time.perf_counter(), time.process_time()
+            start, cpu = time.perf_counter(), _cpu_seconds()
             train_ppo(recipe, run, progress=False)
-            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         with open(run.dir / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         taken = int(float(rows[-1]["global_step"]))
@@ -123,22 +145,29 @@ def flexrl_worker(
 
 
 def sb3_worker(
-    steps: int, num_envs: int, num_steps: int, minibatches: int, epochs: int, seed: int
+    steps: int,
+    num_envs: int,
+    num_steps: int,
+    minibatches: int,
+    epochs: int,
+    seed: int,
+    vectorization: str = "sync",
 ) -> dict[str, Any]:
     _one_thread()
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
     from torch import nn
 
     batch = num_envs * num_steps
     updates = -(-steps // batch)  # as flexrl: at least `steps`, whole rollouts
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     venv = make_vec_env(
         ENV_ID,
         n_envs=num_envs,
         seed=seed,
-        vec_env_cls=DummyVecEnv,
+        vec_env_cls=SubprocVecEnv if vectorization == "async" else DummyVecEnv,
+        vec_env_kwargs={"start_method": "spawn"} if vectorization == "async" else None,
         env_kwargs={"max_episode_steps": 1000},
     )
     venv = VecNormalize(
@@ -170,9 +199,9 @@ def sb3_worker(
         verbose=0,
     )
     model.learn(total_timesteps=updates * batch, progress_bar=False)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     taken = int(model.num_timesteps)
-    venv.close()
+    venv.close()  # joins the worker processes, so their CPU time is counted
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     return {"steps": taken, "seconds": seconds, "sps": taken / seconds, "cpu_s": cpu}
 
 
@@ -197,6 +226,16 @@ def spawn(kind: str, **kwargs: Any) -> dict[str, Any]:
 # Speed
 
 
+# (label, worker, vectorization): in-process envs, then envs in worker processes (flexrl's
+# AsyncVectorEnv, SB3's SubprocVecEnv); the first two rows are the headline comparison.
+VARIANTS = (
+    ("flexrl", "flexrl", "sync"),
+    ("SB3", "sb3", "sync"),
+    ("flexrl async", "flexrl", "async"),
+    ("SB3 subproc", "sb3", "async"),
+)
+
+
 def speed(args: argparse.Namespace) -> None:
     common = {
         "num_envs": args.num_envs,
@@ -205,15 +244,15 @@ def speed(args: argparse.Namespace) -> None:
         "epochs": args.update_epochs,
     }
     raw: list[dict[str, Any]] = []
-    runs: dict[str, list[dict[str, Any]]] = {"flexrl": [], "sb3": []}
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in VARIANTS}
     for rep in range(args.repeats):
         seed = rep
         raw.append(spawn("raw", steps=args.raw_steps, num_envs=args.num_envs, seed=seed))
-        for kind in ("flexrl", "sb3"):
-            result = spawn(kind, steps=args.steps, seed=seed, **common)
-            runs[kind].append(result)
+        for label, kind, vectorization in VARIANTS:
+            result = spawn(kind, steps=args.steps, seed=seed, vectorization=vectorization, **common)
+            runs[label].append(result)
             print(
-                f"  repeat {rep + 1}/{args.repeats} {kind:<6} {result['steps']:>7} steps "
+                f"  repeat {rep + 1}/{args.repeats} {label:<12} {result['steps']:>7} steps "
                 f"{result['seconds']:7.1f} s {result['sps']:6.0f} steps/s "
                 f"({result['steps'] / result['cpu_s']:.0f} per CPU-s)",
                 flush=True,
@@ -222,36 +261,38 @@ def speed(args: argparse.Namespace) -> None:
     med = statistics.median
     raw_1 = med(r["raw_1"] for r in raw)
     raw_n = med(r["raw_n"] for r in raw)
-    flexrl = med(r["sps"] for r in runs["flexrl"])
-    sb3 = med(r["sps"] for r in runs["sb3"])
-    ratios = [f["sps"] / s["sps"] for f, s in zip(runs["flexrl"], runs["sb3"], strict=True)]
-    # Steps per CPU-second of the learner's process: what contention from other jobs disturbs
-    # least (a process waiting for a core is not charged), so a second, steadier view.
-    flexrl_cpu = med(r["steps"] / r["cpu_s"] for r in runs["flexrl"])
-    sb3_cpu = med(r["steps"] / r["cpu_s"] for r in runs["sb3"])
+    sps = {label: med(r["sps"] for r in rs) for label, rs in runs.items()}
+    # Steps per CPU-second of the learner and its env workers: what contention from other
+    # jobs disturbs least (a process waiting for a core is not charged), a steadier view.
+    per_cpu = {label: med(r["steps"] / r["cpu_s"] for r in rs) for label, rs in runs.items()}
+
+    def ratios(a: str, b: str) -> list[float]:
+        return [x["sps"] / y["sps"] for x, y in zip(runs[a], runs[b], strict=True)]
+
     n = args.num_envs
-    rows = [
-        ("env.step, random actions, 1 env", raw_1, raw_1 / raw_1),
-        (f"env.step, random actions, {n} envs (SyncVectorEnv)", raw_n, raw_n / raw_1),
-        (f"flexrl PPO end to end, {n} envs", flexrl, flexrl / raw_1),
-        (f"SB3 PPO end to end, {n} envs", sb3, sb3 / raw_1),
-    ]
     print()
     print(
         f"{ENV_ID}, {n} envs x {args.num_steps} steps, {args.num_minibatches} minibatches x "
         f"{args.update_epochs} epochs, 256x256 MLPs, 1 torch thread, medians of {args.repeats}"
     )
-    cpu_rates = {"flexrl": flexrl_cpu, "SB3": sb3_cpu}
     print(f"{'what':<52} {'steps/s':>9} {'of raw 1 env':>13} {'steps/CPU-s':>12}")
-    for what, sps, frac in rows:
-        per_cpu = next((f"{v:.0f}" for k, v in cpu_rates.items() if what.startswith(k)), "")
-        print(f"{what:<52} {sps:>9.0f} {frac:>12.2f}x {per_cpu:>12}")
-    ratio = flexrl / sb3
-    print(
-        f"flexrl / SB3: {ratio:.2f}x wall (per-repeat ratios "
-        f"{', '.join(f'{r:.2f}' for r in ratios)}), {flexrl_cpu / sb3_cpu:.2f}x per CPU-second; "
-        "target >= 1.5x"
-    )
+    rows = [
+        ("env.step, random actions, 1 env", raw_1, ""),
+        (f"env.step, random actions, {n} envs (SyncVectorEnv)", raw_n, ""),
+    ] + [(f"{label} PPO end to end", sps[label], f"{per_cpu[label]:.0f}") for label in sps]
+    for what, rate, cpu in rows:
+        print(f"{what:<52} {rate:>9.0f} {rate / raw_1:>12.2f}x {cpu:>12}")
+    comparisons = {
+        "flexrl / SB3 (in-process envs)": ("flexrl", "SB3"),
+        "flexrl async / SB3 (each at its default)": ("flexrl async", "SB3"),
+        "flexrl async / SB3 subproc (both with env workers)": ("flexrl async", "SB3 subproc"),
+    }
+    for what, (a, b) in comparisons.items():
+        print(
+            f"{what}: {sps[a] / sps[b]:.2f}x wall (per repeat "
+            f"{', '.join(f'{r:.2f}' for r in ratios(a, b))}), "
+            f"{per_cpu[a] / per_cpu[b]:.2f}x per CPU-second"
+        )
 
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "ppo_bench.json"
@@ -268,16 +309,16 @@ def speed(args: argparse.Namespace) -> None:
                     "torch_threads": 1,
                     "device": "cpu",
                 },
-                "median_steps_per_s": {
-                    "raw_1_env": raw_1,
-                    "raw_n_envs": raw_n,
-                    "flexrl": flexrl,
-                    "sb3": sb3,
+                "median_steps_per_s": {"raw_1_env": raw_1, "raw_n_envs": raw_n, **sps},
+                "median_steps_per_cpu_s": per_cpu,
+                "ratios": {
+                    what: {
+                        "wall": sps[a] / sps[b],
+                        "per_cpu_s": per_cpu[a] / per_cpu[b],
+                        "per_repeat": ratios(a, b),
+                    }
+                    for what, (a, b) in comparisons.items()
                 },
-                "median_steps_per_cpu_s": {"flexrl": flexrl_cpu, "sb3": sb3_cpu},
-                "flexrl_over_sb3": ratio,
-                "flexrl_over_sb3_per_cpu_s": flexrl_cpu / sb3_cpu,
-                "per_repeat_ratio": ratios,
                 "repeats": {"raw": raw, **runs},
                 "python": sys.version.split()[0],
                 "cpus": os.cpu_count(),
