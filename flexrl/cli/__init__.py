@@ -97,4 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         _error(f"{e}; the run is recorded as interrupted", 128 + e.signum)
     except (KeyboardInterrupt, Abort):
         _error("interrupted", 130)
+    except BrokenPipeError:
+        # The reader left early (`flexrl ... | head`): stop quietly, as other Unix tools do;
+        # stdout goes to /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, the shell's status for a tool killed by the pipe
     sys.exit(code)
