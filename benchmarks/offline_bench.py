@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/offline_bench.py --expert RUN --replay NAME@vN \\
         --workspace WS [--expert-episodes 100] [--noise 0.05] [--jobs 2]
+    (--expert and --replay can also run one at a time: the results file keeps both)
 
 Two datasets of one skill, as D4RL's expert and medium-replay:
 - expert: `flexrl collect` of the trained PPO run RUN (its mean action plus Gaussian noise
@@ -126,8 +127,8 @@ def table(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--expert", required=True, help="the trained PPO run (expert policy)")
-    parser.add_argument("--replay", required=True, help="the replay dataset ref (NAME@vN)")
+    parser.add_argument("--expert", help="the trained PPO run (expert policy)")
+    parser.add_argument("--replay", help="the replay dataset ref (NAME@vN)")
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--task", default="walk_forward")
     parser.add_argument("--expert-episodes", type=int, default=100)
@@ -144,8 +145,11 @@ def main() -> None:
     results.setdefault("datasets", {})
     results["settings"] = {k: str(v) for k, v in vars(args).items()}
 
-    expert_ref = dataset_returns(ensure_expert(args), args.workspace)["ref"]
-    datasets = {"expert": expert_ref, "replay": args.replay}
+    datasets = {}  # either may be given alone; results of earlier runs are kept
+    if args.expert:
+        datasets["expert"] = dataset_returns(ensure_expert(args), args.workspace)["ref"]
+    if args.replay:
+        datasets["replay"] = args.replay
     todo = []
     for label, ref in datasets.items():
         entry = results["datasets"].setdefault(label, {"methods": {}})
