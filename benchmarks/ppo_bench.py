@@ -393,6 +393,10 @@ def learning(args: argparse.Namespace) -> None:
             "eval_return_deterministic": eval_return,
             "seconds": seconds,
         }
+        # Seeds may run side by side in separate processes: merge with what they wrote.
+        if out.exists():
+            per_seed.update({k: v for k, v in json.loads(out.read_text())["seeds"].items()
+                             if k != str(seed)})  # fmt: skip
         finished = [v["train_return"] for v in per_seed.values()]
         done.update(
             {

@@ -76,8 +76,8 @@ class EnvConfig(StrictModel):
     task_weights: dict[Task, float] = Field(default_factory=dict)
     num_envs: int = Field(8, ge=1)
     # Training steps its envs in this process ("sync"), or each in a worker process of its
-    # own ("async", gymnasium's AsyncVectorEnv: stepping spreads over the CPU cores). The
-    # results are the same, bit for bit; only the speed differs.
+    # own ("async", gymnasium's AsyncVectorEnv: stepping spreads over the CPU cores, at a
+    # cost per step; worth it with a core per env). The results are the same, bit for bit.
     vectorization: Literal["sync", "async"] = "sync"
     max_episode_steps: int = Field(1000, ge=1)
     command: CommandConfig = Field(default_factory=CommandConfig)
