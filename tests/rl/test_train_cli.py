@@ -25,6 +25,18 @@ def checkpoints(ws: Workspace, run_id: str):
     return [a for a in ws.load_run(run_id).outputs if a.kind == ArtifactKind.CHECKPOINT]
 
 
+def wait_for_two_updates(process: subprocess.Popen, workspace: Path) -> None:
+    """Until the training run in `workspace` has logged two updates (it must stay alive)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        metrics = list(workspace.glob("runs/*/metrics.csv"))
+        if metrics and len(metrics[0].read_text().splitlines()) >= 3:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    raise AssertionError("the run logged fewer than two updates in 120 s")
+
+
 def test_train_records_a_completed_run(cli, workspace):
     # 2 updates of 4 envs x 512 steps.
     result = cli(
@@ -63,13 +75,7 @@ def test_sigterm_leaves_an_interrupted_run_with_a_checkpoint_that_resumes(cli, w
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # wait until it has finished two updates
-            metrics = list(workspace.glob("runs/*/metrics.csv"))
-            if metrics and len(metrics[0].read_text().splitlines()) >= 3:
-                break
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.2)
+        wait_for_two_updates(process, workspace)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 128 + signal.SIGTERM  # the shell's convention for a signal
@@ -120,13 +126,7 @@ def test_ctrl_c_with_env_workers_interrupts_cleanly(workspace):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # wait until it has finished two updates
-            metrics = list(workspace.glob("runs/*/metrics.csv"))
-            if metrics and len(metrics[0].read_text().splitlines()) >= 3:
-                break
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.2)
+        wait_for_two_updates(process, workspace)
         os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C does
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 130, stderr
