@@ -315,7 +315,7 @@ class CollectedEpisode:
         return float(np.sum(self.rewards, dtype=np.float64))
 
 
-def flat_infos(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def _flat_infos(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The numeric, small, storable entries of one step's info; dicts one level deep."""
     out: dict[str, np.ndarray] = {}
     for key, value in info.items():
@@ -373,7 +373,7 @@ class EpisodeBuffer:
         self.truncations.append(bool(trunc))
         if "goal" in info:
             self.goals.append(np.asarray(info["goal"]))
-        self.infos.append(flat_infos(info))
+        self.infos.append(_flat_infos(info))
 
     def finish(
         self, final_observation: np.ndarray, info_keys: dict[str, np.ndarray]
