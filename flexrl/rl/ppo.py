@@ -222,6 +222,7 @@ def train_ppo(
     )
     latest = snapshot(start_update - 1)  # an interruption before the first update keeps this
     start_time, start_step = time.monotonic(), global_step
+    finished = False
     try:
         bar.start()
         for update in range(start_update, num_updates + 1):
@@ -391,6 +392,7 @@ def train_ppo(
         _save_checkpoint(run, latest, "final")
         if recorder is not None:
             recorder.commit()
+        finished = True
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as RunInterrupted: keep the last boundary
         _save_checkpoint(run, latest, "last")
         if recorder is not None:
@@ -403,7 +405,9 @@ def train_ppo(
     finally:
         bar.stop()
         writer.close()
-        envs.close()
+        # Interrupted, env workers may be mid-call: waiting for their answer to close them can
+        # hang for ever (the answer was lost with the interrupted call), so they are terminated.
+        envs.close(terminate=not finished)
 
 
 _TB_GROUP = {
