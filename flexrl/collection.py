@@ -93,6 +93,7 @@ class CollectSettings(BaseModel):
     stochastic: bool = False
     workers: int = Field(1, ge=1)
     num_envs: int = Field(8, ge=1)
+    allow_nonfinite: bool = False  # store NaN/inf steps instead of refusing them
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class CollectRequest:
     noise: float = 0.0
     stochastic: bool = False
     num_envs: int = 8
+    allow_nonfinite: bool = False
 
 
 @dataclass
@@ -258,6 +260,7 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         # More workers than episodes would only start idle processes.
         workers=min(request.workers, request.episodes),
         num_envs=request.num_envs,
+        allow_nonfinite=request.allow_nonfinite,
     )
     return CollectPlan(
         settings=settings,
@@ -615,7 +618,11 @@ def collect(plan: CollectPlan, run: Run, progress: bool = True) -> CollectResult
         if len(jobs) == 1:
             job = jobs[0]
             with ShardWriter(
-                settings.dataset, job.workspace, lineage=job.lineage, message=job.message
+                settings.dataset,
+                job.workspace,
+                lineage=job.lineage,
+                message=job.message,
+                allow_nonfinite=settings.allow_nonfinite,
             ) as writer:
                 _write_episodes(job, writer, lambda ep: bar.advance(ep.length, ep.episode_return))
             for manifest in writer.committed:
@@ -675,7 +682,11 @@ def _worker(
 
         seed_everything(job.settings.seed + worker, torch_threads=1)
         with ShardWriter(
-            job.settings.dataset, job.workspace, lineage=job.lineage, message=job.message
+            job.settings.dataset,
+            job.workspace,
+            lineage=job.lineage,
+            message=job.message,
+            allow_nonfinite=job.settings.allow_nonfinite,
         ) as writer:
             _write_episodes(
                 job,
