@@ -345,7 +345,8 @@ class ShardWriter:
         shard_id = new_shard_id()
         if self._lease is None:
             self._lease = Lease(self.paths, self.lease_ttl_s)
-        self._lease.add(shard_id)  # before its directory exists: gc must never see it unnamed
+        lease = self._lease
+        lease.add(shard_id)  # before its directory exists: gc must never see it unnamed
         self.paths.tmp.mkdir(parents=True, exist_ok=True)
         self.paths.shards.mkdir(parents=True, exist_ok=True)
         tmp = self.paths.tmp / shard_id
@@ -365,7 +366,9 @@ class ShardWriter:
                 chunkio.fsync_dir(self.paths.shards)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            self._lease.remove([shard_id])
+            lease.remove([shard_id])
+            if not self._pending:
+                self._release()
             raise
         self._buffer, self._buffer_bytes = [], 0
         self._pending.append(entry)
