@@ -463,6 +463,8 @@ def run_episodes(
             live = [i for i, ep in enumerate(running) if ep is not None]
             episodes = [running[i] for i in live]
             actions = actor(np.stack([ep.obs for ep in episodes]), [ep.rng for ep in episodes])
+            if not settings.allow_nonfinite and not np.isfinite(actions).all():
+                _refuse_actions(settings.dataset, episodes, actions)  # before the env runs them
             for i, ep, action in zip(live, episodes, actions, strict=True):
                 obs, reward, term, trunc, info = envs[i].step(action)
                 ep.record(action, reward, term, trunc, info)
@@ -476,6 +478,15 @@ def run_episodes(
     finally:
         for env in envs:
             env.close()
+
+
+def _refuse_actions(dataset: str, episodes: list[EpisodeBuffer], actions: np.ndarray) -> None:
+    row = int(np.argwhere(~np.isfinite(actions))[0][0])
+    ep, value = episodes[row], actions[row][~np.isfinite(actions[row])][0]
+    raise FlexrlError(
+        f"{dataset}, episode {ep.index} (seed {ep.seed}): the policy's actions hold {value} at "
+        f"step {len(ep.actions)}; nothing was stored (--allow-nonfinite stores it anyway)"
+    )
 
 
 # --- writing ---------------------------------------------------------------------------------
