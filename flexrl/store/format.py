@@ -405,7 +405,7 @@ class Manifest:
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Manifest:
         damaged = f"{where}: manifest is damaged"
-        tail = _DIGEST_TAIL.search(data)
+        tail = _DIGEST_TAIL.search(data, max(0, len(data) - 128))
         if tail is not None and digest_bytes(data[: tail.start()] + _TAIL) != tail[1].decode():
             raise DamagedManifestError(f"{damaged} (its bytes do not match its manifest_digest)")
         try:

@@ -169,25 +169,32 @@ def check_finite(episode: Episode, where: str) -> None:
             )
 
 
-def _check_present(paths: DatasetPaths, parent: Manifest | None, shards: list[ShardEntry]) -> None:
-    """Refuse to name a shard that is gone: the new version would be unreadable."""
+def _check_present(
+    paths: DatasetPaths, parent: Manifest | None, shards: list[ShardEntry], files: bool
+) -> None:
+    """Refuse to name a shard that is gone: the new version would be unreadable. A directory
+    in shards/ is complete (gc renames one away before deleting it), so a listing suffices;
+    `files` also checks every file of the writer's own shards."""
     name = paths.name
     present = set(os.listdir(paths.shards)) if paths.shards.is_dir() else set()
-    if parent is not None:
-        for entry in parent.shards:
-            if entry.id not in present:
-                raise FlexrlError(
-                    f"cannot commit to {name}: its latest version v{parent.version} names shard "
-                    f"{entry.id}, which is gone from shards/, so every later version would be "
-                    f"damaged too; nothing was committed (see `flexrl data verify {name}`)"
-                )
-    for entry in shards:
-        missing = [k for k in entry.files if not (paths.shards / entry.id / k).is_file()]
-        if entry.id not in present or missing:
+    for entry in parent.shards if parent is not None else []:
+        if entry.id not in present:
             raise FlexrlError(
-                f"cannot commit to {name}: this writer's shard {entry.id} is gone "
-                f"({'directory' if entry.id not in present else missing[0]} missing; deleted "
-                "by `flexrl data gc`?); nothing was committed: write the episodes again"
+                f"cannot commit to {name}: its latest version v{parent.version} names shard "
+                f"{entry.id}, which is gone from shards/, so every later version would be "
+                f"damaged too; nothing was committed (see `flexrl data verify {name}`)"
+            )
+    for entry in shards:
+        gone = "directory" if entry.id not in present else None
+        if gone is None and files:
+            gone = next(
+                (k for k in entry.files if not (paths.shards / entry.id / k).is_file()), None
+            )
+        if gone is not None:
+            raise FlexrlError(
+                f"cannot commit to {name}: this writer's shard {entry.id} is gone ({gone} "
+                "missing; deleted by `flexrl data gc`?); nothing was committed: write the "
+                "episodes again"
             )
 
 
@@ -238,7 +245,7 @@ def commit_shards(
             parent_digest=parent_digest,
             message=message,
         )
-        _check_present(paths, latest[0] if latest else None, shards)
+        _check_present(paths, latest[0] if latest else None, shards, files=attempt == 0)
         if lease is not None:
             lease.check()
         if create_exclusive(paths.version(version), manifest.to_bytes()):

@@ -137,14 +137,20 @@ def test_writer_whose_lease_lapsed_refuses_to_commit(
     assert gc("walk", ws, grace_s=0) == []  # the writer cleaned up after itself
 
 
-def test_commit_refuses_a_shard_that_is_gone(ws: Path, rng) -> None:
+@pytest.mark.parametrize("gone", ["directory", "rewards/c.0"])
+def test_commit_refuses_a_shard_that_is_gone(ws: Path, rng, gone: str) -> None:
     write_episodes(ws, "walk", [random_episode(rng, seed=i) for i in range(3)])
     before = tree_digest(ws)
     writer = ShardWriter("walk", ws, shard_episodes=1, durable=False)
-    with pytest.raises(FlexrlError, match=r"this writer's shard \S+ is gone") as caught, writer:
+    match = rf"this writer's shard \S+ is gone \({gone} missing"
+    with pytest.raises(FlexrlError, match=match) as caught, writer:
         for i in range(2):
             writer.add(random_episode(rng, seed=10 + i))
-        shutil.rmtree(ws / "datasets/walk/shards" / writer._pending[0].id)  # an old gc
+        shard = ws / "datasets/walk/shards" / writer._pending[0].id
+        if gone == "directory":
+            shutil.rmtree(shard)  # as an old gc did
+        else:
+            (shard / gone).unlink()
     assert "\n" not in str(caught.value) and "nothing was committed" in str(caught.value)
     assert tree_digest(ws) == before  # no version, no leftover shard, no lease
     assert open_dataset("walk", ws).version == 1
