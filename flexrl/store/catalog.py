@@ -141,11 +141,13 @@ def set_tag(
     if force:
         atomic_write_bytes(paths.tag(tag), body)
     elif not create_exclusive(paths.tag(tag), body):
-        current = read_tag(paths, tag)
+        current, recorded = read_tag_entry(paths, tag)
         if current != target.version:
             raise FlexrlError(
                 f"tag {target.name}@{tag} already points at v{current} (use --force to move it)"
             )
+        if recorded is not None and recorded != target.digest:
+            raise FlexrlError(tag_mismatch(paths, tag, current, recorded, target.digest))
     return target
 
 
