@@ -414,7 +414,7 @@ class Manifest:
             raise DamagedManifestError(f"{where}: manifest is not valid JSON ({e})") from None
         try:
             if obj.get("format") != FORMAT:
-                raise FlexrlError(f"{where}: not a flexrl dataset manifest")
+                raise DamagedManifestError(f"{where}: manifest is not a flexrl dataset manifest")
             format_version = obj.get("format_version", 0)
             if format_version > FORMAT_VERSION:
                 raise FlexrlError(

@@ -44,7 +44,8 @@ class Problem:
     def __str__(self) -> str:
         where = f"shard {self.shard}" if self.shard else "manifest"
         what = f", array {self.array!r}" if self.array else ""
-        return f"{where}{what}: {self.message}"
+        sep = " " if self.message.startswith("is ") else ": "  # "manifest is damaged"
+        return f"{where}{what}{sep}{self.message}"
 
 
 @dataclass
@@ -96,7 +97,8 @@ def verify(
     try:
         manifest, digest = read_manifest(paths, resolved.version)
     except DamagedManifestError as e:
-        return VerifyReport(resolved.ref, resolved.digest, 0, 0, 0, [Problem(None, None, str(e))])
+        problem = Problem(None, None, str(e).removeprefix(f"{resolved.ref}: manifest "))
+        return VerifyReport(resolved.ref, resolved.digest, 0, 0, 0, [problem])
     report = VerifyReport(resolved.ref, digest, len(manifest.shards), 0, manifest.nbytes)
     if total:
         total(manifest.nbytes)

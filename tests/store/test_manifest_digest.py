@@ -70,9 +70,9 @@ def test_flipped_byte_in_the_latest_manifest_fails_verify(two_versions: Path, ne
     report = verify("walk", ws)
     assert not report.ok
     assert [(p.shard, p.array) for p in report.problems] == [(None, None)]
-    assert "manifest is damaged" in report.problems[0].message
+    assert report.problems[0].message.startswith("is damaged")
     out = cli("data", "verify", "walk", "--workspace", str(ws))
-    assert out.code == 1 and "corrupt walk@v2: manifest: walk@v2: manifest is damaged" in out.stdout
+    assert out.code == 1 and "corrupt walk@v2: manifest is damaged" in out.stdout
     assert "shard" not in out.stdout
     out = cli("data", "info", "walk", "--workspace", str(ws))
     assert out.code == 2 and out.stderr.startswith("error: walk@v2: manifest is damaged")
