@@ -66,10 +66,6 @@ def digest_bytes(data: bytes | memoryview) -> str:
     return f"sha256:{sha256(data).hexdigest()}"
 
 
-class DamagedManifestError(FlexrlError):
-    """A manifest's bytes are not what was committed (bad JSON, fields, or digest)."""
-
-
 def check_name(name: str, what: str = "dataset name") -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise FlexrlError(
@@ -274,6 +270,10 @@ class Schema:
 
 
 # -- manifest --------------------------------------------------------------------------------
+
+
+class DamagedManifestError(FlexrlError):
+    """A manifest's bytes are not what was committed (bad JSON, fields, or digest)."""
 
 
 @dataclass

@@ -191,3 +191,14 @@ def test_many_writers_with_gc_running_lose_nothing(ws: Path) -> None:
     np.testing.assert_array_equal(
         ds.array("observations")[:, 0], np.repeat(ds.index.seeds, ds.episode_lengths)
     )
+
+
+def test_gc_finishes_a_deletion_it_was_stopped_in(ws: Path, rng) -> None:
+    """gc renames a shard into tmp/<id>.deleted before removing it; a leftover is deletable."""
+    write_episodes(ws, "walk", [random_episode(rng, seed=i) for i in range(2)])
+    leftover = ws / "datasets/walk/tmp/20260101T000000-abcdef-1-00000000.deleted"
+    (leftover / "observations").mkdir(parents=True)
+    (leftover / "observations/c.0.0").write_bytes(b"x")
+    assert [(o.kind, o.status) for o in gc("walk", ws)] == [("tmp", "deletable")]
+    assert [o.deleted for o in gc("walk", ws, apply=True)] == [True]
+    assert not leftover.exists() and verify("walk", ws).ok
