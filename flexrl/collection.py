@@ -93,6 +93,7 @@ class CollectSettings(BaseModel):
     stochastic: bool = False
     workers: int = Field(1, ge=1)
     num_envs: int = Field(8, ge=1)
+    allow_nonfinite: bool = False  # store NaN/inf steps instead of refusing them
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class CollectRequest:
     noise: float = 0.0
     stochastic: bool = False
     num_envs: int = 8
+    allow_nonfinite: bool = False
 
 
 @dataclass
@@ -258,6 +260,7 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         # More workers than episodes would only start idle processes.
         workers=min(request.workers, request.episodes),
         num_envs=request.num_envs,
+        allow_nonfinite=request.allow_nonfinite,
     )
     return CollectPlan(
         settings=settings,
@@ -460,6 +463,8 @@ def run_episodes(
             live = [i for i, ep in enumerate(running) if ep is not None]
             episodes = [running[i] for i in live]
             actions = actor(np.stack([ep.obs for ep in episodes]), [ep.rng for ep in episodes])
+            if not settings.allow_nonfinite and not np.isfinite(actions).all():
+                _refuse_actions(settings.dataset, episodes, actions)  # before the env runs them
             for i, ep, action in zip(live, episodes, actions, strict=True):
                 obs, reward, term, trunc, info = envs[i].step(action)
                 ep.record(action, reward, term, trunc, info)
@@ -473,6 +478,15 @@ def run_episodes(
     finally:
         for env in envs:
             env.close()
+
+
+def _refuse_actions(dataset: str, episodes: list[EpisodeBuffer], actions: np.ndarray) -> None:
+    row = int(np.argwhere(~np.isfinite(actions))[0][0])
+    ep, value = episodes[row], actions[row][~np.isfinite(actions[row])][0]
+    raise FlexrlError(
+        f"{dataset}, episode {ep.index} (seed {ep.seed}): the policy's actions hold {value} at "
+        f"step {len(ep.actions)}; nothing was stored (--allow-nonfinite stores it anyway)"
+    )
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -615,7 +629,11 @@ def collect(plan: CollectPlan, run: Run, progress: bool = True) -> CollectResult
         if len(jobs) == 1:
             job = jobs[0]
             with ShardWriter(
-                settings.dataset, job.workspace, lineage=job.lineage, message=job.message
+                settings.dataset,
+                job.workspace,
+                lineage=job.lineage,
+                message=job.message,
+                allow_nonfinite=settings.allow_nonfinite,
             ) as writer:
                 _write_episodes(job, writer, lambda ep: bar.advance(ep.length, ep.episode_return))
             for manifest in writer.committed:
@@ -675,7 +693,11 @@ def _worker(
 
         seed_everything(job.settings.seed + worker, torch_threads=1)
         with ShardWriter(
-            job.settings.dataset, job.workspace, lineage=job.lineage, message=job.message
+            job.settings.dataset,
+            job.workspace,
+            lineage=job.lineage,
+            message=job.message,
+            allow_nonfinite=job.settings.allow_nonfinite,
         ) as writer:
             _write_episodes(
                 job,

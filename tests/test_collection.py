@@ -205,6 +205,36 @@ def test_stochastic_actions_differ_but_stay_in_bounds(ws, ppo_pendulum):
     assert np.all(np.abs(sampled.actions) <= 3.0)
 
 
+def test_nonfinite_actions_are_refused_unless_allowed(ws, tmp_path):
+    """A policy gone NaN: collect refuses its episodes in one line and stores nothing."""
+    import torch
+
+    train = Workspace(ws).resolve_run("quick")
+    source = [a for a in train.outputs if a.kind == ArtifactKind.CHECKPOINT][-1]
+    checkpoint = torch.load(ws / source.ref, map_location="cpu", weights_only=True)
+    for tensor in checkpoint["agent"].values():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    broken = tmp_path / "nan.pt"
+    torch.save(checkpoint, broken)
+    args = ("collect", "--policy", str(broken), "--dataset", "pend-nan", "--episodes", "2")
+    result = flexrl(*args, "--workspace", str(ws))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: pend-nan, episode 0"), lines
+    assert "actions hold nan at step 0" in lines[0] and "--allow-nonfinite" in lines[0]
+    assert [p for p in (ws / "datasets/pend-nan").rglob("*") if p.is_file()] == []
+
+    log = REPO / "MUJOCO_LOG.TXT"  # MuJoCo logs the NaN controls it is then given, in cwd
+    logged = log.exists()
+    try:
+        collect(ws, *args[1:], "--allow-nonfinite")
+    finally:
+        if not logged:
+            log.unlink(missing_ok=True)
+    assert np.isnan(open_dataset("pend-nan", ws).array("actions")).all()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -43,6 +43,12 @@ def collect(
     stochastic: Annotated[
         bool, typer.Option("--stochastic", help="Sample actions from the policy's Gaussian.")
     ] = False,
+    allow_nonfinite: Annotated[
+        bool,
+        typer.Option(
+            "--allow-nonfinite", help="Store NaN or inf observations, actions and rewards."
+        ),
+    ] = False,
     json: JsonOption = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
@@ -62,6 +68,7 @@ def collect(
         noise=noise,
         stochastic=stochastic,
         num_envs=num_envs,
+        allow_nonfinite=allow_nonfinite,
     )
     plan = plan_collection(ws, request)  # bad input fails here: no run, nothing stored
     run = ws.start_run("collect", dataset, recipe=plan.settings, seed=seed, inputs=plan.inputs)

@@ -287,10 +287,6 @@ def verify(
 
     Exits 1 when something is corrupted.
     """
-    resolved = catalog.resolve(ref, workspace)
-    manifest, _ = catalog.read_manifest(
-        catalog.dataset_paths(workspace, resolved.name), resolved.version
-    )
     with Progress(
         TextColumn("verify {task.description}"),
         BarColumn(),
@@ -301,9 +297,12 @@ def verify(
         transient=True,
         disable=json,
     ) as bar:
-        task = bar.add_task(resolved.ref, total=manifest.nbytes)
+        task = bar.add_task(ref, total=None)
         report = maintenance.verify(
-            resolved.ref, workspace, progress=lambda n: bar.advance(task, n)
+            ref,
+            workspace,
+            progress=lambda n: bar.advance(task, n),
+            total=lambda n: bar.update(task, total=n),
         )
     if json:
         print_json(report.to_json())
@@ -327,14 +326,18 @@ def gc(
     ] = False,
     grace: Annotated[
         float,
-        typer.Option(help="Seconds before another host's uncommitted shard counts as abandoned."),
+        typer.Option(
+            help="Seconds a writer's lease may lag behind this clock after its expiry (clock "
+            "skew between hosts), and the age at which an unleased shard from another host "
+            "counts as abandoned."
+        ),
     ] = maintenance.DEFAULT_GRACE_S,
     json: JsonOption = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """List shards no version references (left by crashed writers); delete them with --apply.
 
-    Shards whose writer is still running are never deleted.
+    Shards named by a live writer's lease (on any host) are never deleted.
     """
     orphans = maintenance.gc(check_name(name), workspace, apply=apply, grace_s=grace)
     if json:
@@ -410,6 +413,12 @@ def import_(
             "--info", help="Import only this info key (repeatable; default: all numeric)."
         ),
     ] = None,
+    allow_nonfinite: Annotated[
+        bool,
+        typer.Option(
+            "--allow-nonfinite", help="Store NaN or inf observations, actions and rewards."
+        ),
+    ] = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Import a dataset Minari wrote (HDF5 or Arrow backend) as a new flexrl dataset."""
@@ -423,7 +432,14 @@ def import_(
         run.add_input(Artifact(kind=ArtifactKind.FILE, ref=str(source), role="minari"))
         lineage = Lineage(producer_run=run.id, code_version=code_version()[0].git_commit)
         with console.status(f"importing {path} as {name}"):
-            manifest = import_minari(path, name, workspace, info_keys=info, lineage=lineage)
+            manifest = import_minari(
+                path,
+                name,
+                workspace,
+                info_keys=info,
+                lineage=lineage,
+                allow_nonfinite=allow_nonfinite,
+            )
         run.add_output(dataset_artifact(catalog.resolve(f"{name}@v{manifest.version}", workspace)))
     console.print(
         f"imported {manifest.episodes} episodes, {manifest.steps} steps "

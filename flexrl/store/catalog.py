@@ -75,8 +75,9 @@ def resolve(ref: str, workspace: str | Path | None = None) -> ResolvedVersion:
     paths = dataset_paths(workspace, parsed.name)
     if not paths.root.is_dir():
         raise FlexrlError(f"unknown dataset {parsed.name!r} (see `flexrl data ls`)")
+    tag_digest = None
     if parsed.tag is not None:
-        version = read_tag(paths, parsed.tag)
+        version, tag_digest = read_tag_entry(paths, parsed.tag)
     elif parsed.version is not None:
         version = parsed.version
     else:
@@ -90,20 +91,39 @@ def resolve(ref: str, workspace: str | Path | None = None) -> ResolvedVersion:
     except FileNotFoundError:
         read_manifest(paths, version)  # raises the helpful message
         raise
-    return ResolvedVersion(parsed.name, version, digest_bytes(data), path)
+    digest = digest_bytes(data)
+    if tag_digest is not None and tag_digest != digest:
+        raise FlexrlError(tag_mismatch(paths, parsed.tag or "", version, tag_digest, digest))
+    return ResolvedVersion(parsed.name, version, digest, path)
 
 
-def read_tag(paths: DatasetPaths, tag: str) -> int:
+def tag_mismatch(paths: DatasetPaths, tag: str, version: int, recorded: str, actual: str) -> str:
+    return (
+        f"tag {paths.name}@{tag} records digest {recorded[:19]} for v{version}, but that "
+        f"manifest's digest is {actual[:19]}: the manifest or {paths.tag(tag)} was changed "
+        "(run `flexrl data verify`)"
+    )
+
+
+def read_tag_entry(paths: DatasetPaths, tag: str) -> tuple[int, str | None]:
+    """The version a tag points at and the manifest digest it recorded (None if it has none)."""
     try:
         obj = json.loads(paths.tag(tag).read_bytes())
         version = int(obj["version"])
+        digest = obj.get("digest")
+        if digest is not None and not isinstance(digest, str):
+            raise TypeError("digest")
     except FileNotFoundError:
         raise FlexrlError(
             f"unknown tag {paths.name}@{tag} (see `flexrl data log {paths.name}`)"
         ) from None
-    except (ValueError, KeyError, TypeError):
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         raise FlexrlError(f"tag file {paths.tag(tag)} is damaged") from None
-    return version
+    return version, digest
+
+
+def read_tag(paths: DatasetPaths, tag: str) -> int:
+    return read_tag_entry(paths, tag)[0]
 
 
 def set_tag(
@@ -121,11 +141,13 @@ def set_tag(
     if force:
         atomic_write_bytes(paths.tag(tag), body)
     elif not create_exclusive(paths.tag(tag), body):
-        current = read_tag(paths, tag)
+        current, recorded = read_tag_entry(paths, tag)
         if current != target.version:
             raise FlexrlError(
                 f"tag {target.name}@{tag} already points at v{current} (use --force to move it)"
             )
+        if recorded is not None and recorded != target.digest:
+            raise FlexrlError(tag_mismatch(paths, tag, current, recorded, target.digest))
     return target
 
 

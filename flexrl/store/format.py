@@ -22,7 +22,14 @@ import numpy as np
 from flexrl.errors import FlexrlError
 
 FORMAT = "flexrl.dataset"
-FORMAT_VERSION = 1
+# 2: every manifest ends with `manifest_digest`, the sha256 of the rest of its bytes.
+# Version 1 manifests (no such member) still read; they are covered only by the next
+# version's `parent.digest`.
+FORMAT_VERSION = 2
+DIGEST_MEMBER = "manifest_digest"
+# The last member of a version 2 manifest, exactly as written (see Manifest.to_bytes).
+_DIGEST_TAIL = re.compile(rb',\n "manifest_digest": "(sha256:[0-9a-f]{64})"\n\}\n\Z')
+_TAIL = b"\n}\n"
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION_RE = re.compile(r"^v([0-9]+)$")
@@ -33,6 +40,7 @@ VERSIONS_DIR = "versions"
 TAGS_DIR = "tags"
 SHARDS_DIR = "shards"
 TMP_DIR = "tmp"
+LEASES_DIR = "leases"
 
 # Per-step arrays, concatenated along time over every episode of a shard.
 STEP_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations")
@@ -138,6 +146,10 @@ class DatasetPaths:
     def tmp(self) -> Path:
         return self.root / TMP_DIR
 
+    @property
+    def leases(self) -> Path:
+        return self.root / LEASES_DIR
+
     def version(self, version: int) -> Path:
         return self.versions / version_file(version)
 
@@ -153,10 +165,10 @@ class DatasetPaths:
 
 
 def new_shard_id() -> str:
-    """Time, host, pid and randomness: unique without coordination, and tells gc whose it is."""
-    host = sha256(socket.gethostname().encode()).hexdigest()[:6]
+    """Time, host, pid and randomness: unique without coordination, and tells gc whose it is.
+    Writer leases are named the same way."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}-{host}-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{stamp}-{this_host()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def shard_owner(shard_id: str) -> tuple[str, int] | None:
@@ -168,7 +180,9 @@ def shard_owner(shard_id: str) -> tuple[str, int] | None:
 
 
 def this_host() -> str:
-    return sha256(socket.gethostname().encode()).hexdigest()[:6]
+    """6 hex digits of the host name (FLEXRL_HOST_ID replaces it where hosts share a name)."""
+    name = os.environ.get("FLEXRL_HOST_ID") or socket.gethostname()
+    return sha256(name.encode()).hexdigest()[:6]
 
 
 # -- schema ----------------------------------------------------------------------------------
@@ -256,6 +270,10 @@ class Schema:
 
 
 # -- manifest --------------------------------------------------------------------------------
+
+
+class DamagedManifestError(FlexrlError):
+    """A manifest's bytes are not what was committed (bad JSON, fields, or digest)."""
 
 
 @dataclass
@@ -378,21 +396,36 @@ class Manifest:
         head = json.dumps(obj, indent=1, allow_nan=False)
         lines = ",\n  ".join(json.dumps(s, allow_nan=False) for s in shards)
         body = f"[\n  {lines}\n ]" if shards else "[]"
-        return (head[: -len("\n}")] + f',\n "shards": {body}\n}}\n').encode()
+        content = (head[: -len("\n}")] + f',\n "shards": {body}').encode()
+        # The last member is the digest of every byte before it (plus the closing brace), so
+        # a flipped byte anywhere, the newest version's included, is caught without a chain.
+        digest = digest_bytes(content + _TAIL)
+        return content + f',\n "{DIGEST_MEMBER}": "{digest}"'.encode() + _TAIL
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Manifest:
+        damaged = f"{where}: manifest is damaged"
+        tail = _DIGEST_TAIL.search(data, max(0, len(data) - 128))
+        if tail is not None and digest_bytes(data[: tail.start()] + _TAIL) != tail[1].decode():
+            raise DamagedManifestError(f"{damaged} (its bytes do not match its manifest_digest)")
         try:
             obj = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FlexrlError(f"{where}: manifest is not valid JSON ({e})") from None
+            raise DamagedManifestError(f"{where}: manifest is not valid JSON ({e})") from None
         try:
             if obj.get("format") != FORMAT:
-                raise FlexrlError(f"{where}: not a flexrl dataset manifest")
-            if obj.get("format_version", 0) > FORMAT_VERSION:
+                raise DamagedManifestError(f"{where}: manifest is not a flexrl dataset manifest")
+            format_version = obj.get("format_version", 0)
+            if format_version > FORMAT_VERSION:
                 raise FlexrlError(
-                    f"{where}: format version {obj['format_version']} is newer than this flexrl "
+                    f"{where}: format version {format_version} is newer than this flexrl "
                     f"reads ({FORMAT_VERSION}); upgrade flexrl"
+                )
+            # Only version 1 may lack the digest; a digest member that is not the exact last
+            # line was edited (a flipped byte in its name, its value or the format version).
+            if tail is None and (format_version != 1 or DIGEST_MEMBER in obj):
+                raise DamagedManifestError(
+                    f"{damaged} (its manifest_digest is missing or malformed)"
                 )
             parent = obj.get("parent") or {}
             commit = obj.get("commit") or {}
@@ -411,4 +444,6 @@ class Manifest:
         except FlexrlError:
             raise
         except (AttributeError, KeyError, TypeError, ValueError) as e:
-            raise FlexrlError(f"{where}: manifest is malformed ({type(e).__name__}: {e})") from None
+            raise DamagedManifestError(
+                f"{where}: manifest is malformed ({type(e).__name__}: {e})"
+            ) from None

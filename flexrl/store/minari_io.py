@@ -181,6 +181,7 @@ def import_minari(
     *,
     info_keys: Sequence[str] | None = None,
     lineage: Lineage | None = None,
+    allow_nonfinite: bool = False,
 ) -> Manifest:
     """Read a dataset Minari wrote (HDF5 or Arrow) into a new flexrl dataset `name` (v1).
 
@@ -224,7 +225,7 @@ def import_minari(
     lineage = (
         replace(lineage, source=lineage.source or source) if lineage else Lineage(source=source)
     )
-    writer = ShardWriter(name, workspace, lineage=lineage)
+    writer = ShardWriter(name, workspace, lineage=lineage, allow_nonfinite=allow_nonfinite)
     try:
         for start in range(0, total, BATCH_EPISODES):
             ids = list(range(start, min(start + BATCH_EPISODES, total)))

@@ -40,6 +40,7 @@ from flexrl.store.format import (
     new_shard_id,
     utc_now,
 )
+from flexrl.store.lease import DEFAULT_LEASE_TTL_S, Lease
 from flexrl.store.shard import DEFAULT_CHUNK_BYTES, Episode, write_shard
 
 DEFAULT_SHARD_BYTES = 64 << 20
@@ -146,6 +147,57 @@ def schema_of(episode: Episode) -> Schema:
     )
 
 
+def check_finite(episode: Episode, where: str) -> None:
+    """Refuse NaN and inf in what learning reads: one line naming the array, step and value."""
+    arrays = {
+        "observations": episode.observations,
+        "final_observation": episode.final_observation[None],
+        "actions": episode.actions,
+        "rewards": episode.rewards,
+    }
+    for name, values in arrays.items():
+        if not np.issubdtype(values.dtype, np.inexact):
+            continue
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            value = values[row][bad[row]].flat[0] if values.ndim > 1 else values[row]
+            at = "" if name == "final_observation" else f" at step {row}"
+            raise FlexrlError(
+                f"{where}: {name} holds {value}{at} ({int(bad.sum())} non-finite values); "
+                "nothing was stored (allow_nonfinite=True or --allow-nonfinite stores it anyway)"
+            )
+
+
+def _check_present(
+    paths: DatasetPaths, parent: Manifest | None, shards: list[ShardEntry], files: bool
+) -> None:
+    """Refuse to name a shard that is gone: the new version would be unreadable. A directory
+    in shards/ is complete (gc renames one away before deleting it), so a listing suffices;
+    `files` also checks every file of the writer's own shards."""
+    name = paths.name
+    present = set(os.listdir(paths.shards)) if paths.shards.is_dir() else set()
+    for entry in parent.shards if parent is not None else []:
+        if entry.id not in present:
+            raise FlexrlError(
+                f"cannot commit to {name}: its latest version v{parent.version} names shard "
+                f"{entry.id}, which is gone from shards/, so every later version would be "
+                f"damaged too; nothing was committed (see `flexrl data verify {name}`)"
+            )
+    for entry in shards:
+        gone = "directory" if entry.id not in present else None
+        if gone is None and files:
+            gone = next(
+                (k for k in entry.files if not (paths.shards / entry.id / k).is_file()), None
+            )
+        if gone is not None:
+            raise FlexrlError(
+                f"cannot commit to {name}: this writer's shard {entry.id} is gone ({gone} "
+                "missing; deleted by `flexrl data gc`?); nothing was committed: write the "
+                "episodes again"
+            )
+
+
 def latest_manifest(paths: DatasetPaths) -> tuple[Manifest, str] | None:
     versions = paths.list_versions()
     return read_manifest(paths, versions[-1]) if versions else None
@@ -158,11 +210,14 @@ def commit_shards(
     lineage: Lineage,
     message: str | None = None,
     known: tuple[Manifest, str] | None = None,
+    lease: Lease | None = None,
 ) -> Manifest:
     """Create the next version = latest version + `shards`; retry on a lost race.
 
     `known` is a (manifest, digest) the caller already read: it is used instead of reading the
-    latest version again when that is still the latest (a version file never changes)."""
+    latest version again when that is still the latest (a version file never changes). Right
+    before the version is created, every shard it names must exist and `lease` (which keeps gc
+    off `shards`) must still be held."""
     paths.versions.mkdir(parents=True, exist_ok=True)
     for attempt in range(MAX_COMMIT_ATTEMPTS):
         versions = paths.list_versions()
@@ -190,6 +245,9 @@ def commit_shards(
             parent_digest=parent_digest,
             message=message,
         )
+        _check_present(paths, latest[0] if latest else None, shards, files=attempt == 0)
+        if lease is not None:
+            lease.check()
         if create_exclusive(paths.version(version), manifest.to_bytes()):
             return manifest
         # Lost the race: someone else made this version. Back off a little, re-read, retry.
@@ -202,6 +260,9 @@ class ShardWriter:
 
     Shards written before `commit()` are invisible to readers. With `auto_commit=True` every
     shard is committed as soon as it is written (a long collection loses at most one shard).
+    While it holds uncommitted shards, the writer holds a lease naming them (see lease.py), so
+    `gc` on any host leaves them alone. NaN and inf in observations, actions and rewards are
+    refused unless `allow_nonfinite=True`.
     """
 
     def __init__(
@@ -218,6 +279,8 @@ class ShardWriter:
         auto_commit: bool = False,
         durable: bool = True,
         message: str | None = None,
+        allow_nonfinite: bool = False,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
     ) -> None:
         self.paths = dataset_paths(workspace, name)
         self.lineage = lineage or Lineage()
@@ -229,6 +292,10 @@ class ShardWriter:
         self.auto_commit = auto_commit
         self.durable = durable
         self.message = message
+        self.allow_nonfinite = allow_nonfinite
+        self.lease_ttl_s = lease_ttl_s
+        self._lease: Lease | None = None  # held while shards are uncommitted
+        self._episodes = 0
         latest = latest_manifest(self.paths)
         self._latest = latest  # reused by the first commit if no one committed meanwhile
         self.schema: Schema | None = latest[0].schema if latest else None
@@ -254,6 +321,11 @@ class ShardWriter:
         self.add(episode)
 
     def add(self, episode: Episode) -> None:
+        if not self.allow_nonfinite:
+            where = f"episode {self._episodes}" + (
+                f" (seed {episode.seed})" if episode.seed is not None else ""
+            )
+            check_finite(episode, f"{self.paths.name}, {where}")
         schema = schema_of(episode)
         if self.schema is None:
             self.schema = schema
@@ -262,6 +334,7 @@ class ShardWriter:
             if problem:
                 raise FlexrlError(f"episode does not fit dataset {self.paths.name}: {problem}")
         self._buffer.append(episode)
+        self._episodes += 1
         self._buffer_bytes += sum(a.nbytes for a in episode.step_arrays().values())
         full = self._buffer_bytes >= self.shard_bytes or (
             self.shard_episodes is not None and len(self._buffer) >= self.shard_episodes
@@ -277,6 +350,10 @@ class ShardWriter:
             return None
         assert self.schema is not None
         shard_id = new_shard_id()
+        if self._lease is None:
+            self._lease = Lease(self.paths, self.lease_ttl_s)
+        lease = self._lease
+        lease.add(shard_id)  # before its directory exists: gc must never see it unnamed
         self.paths.tmp.mkdir(parents=True, exist_ok=True)
         self.paths.shards.mkdir(parents=True, exist_ok=True)
         tmp = self.paths.tmp / shard_id
@@ -296,6 +373,9 @@ class ShardWriter:
                 chunkio.fsync_dir(self.paths.shards)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            lease.remove([shard_id])
+            if not self._pending:
+                self._release()
             raise
         self._buffer, self._buffer_bytes = [], 0
         self._pending.append(entry)
@@ -314,9 +394,11 @@ class ShardWriter:
             self.lineage,
             message or self.message,
             known=self._latest,
+            lease=self._lease,
         )
         self._latest = None
         self._pending = []
+        self._release()
         self.committed.append(manifest)
         return manifest
 
@@ -326,6 +408,12 @@ class ShardWriter:
         for entry in self._pending:
             shutil.rmtree(self.paths.shards / entry.id, ignore_errors=True)
         self._pending = []
+        self._release()
+
+    def _release(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -337,6 +425,10 @@ class ShardWriter:
         tb: TracebackType | None,
     ) -> None:
         if exc is None:
-            self.commit()
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()  # e.g. its shards are gone: no half-done state, no lease left
+                raise
         else:
             self.abort()

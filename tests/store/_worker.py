@@ -2,6 +2,7 @@
 
 python _worker.py commits WS NAME WRITER N      N commits of one episode each
 python _worker.py crash WS NAME WHERE           commit v1, then hang mid-shard / pre-commit
+python _worker.py pod WS NAME READY GO TTL      write 3 shards, wait for GO, then commit
 """
 
 from __future__ import annotations
@@ -68,9 +69,21 @@ def crash(ws: str, name: str, where: str, signal_file: str) -> None:
     w.commit()
 
 
+def pod(ws: str, name: str, ready: str, go: str, ttl: str) -> None:
+    """A long collection: finished shards stay uncommitted until the end (as `collect` does)."""
+    with ShardWriter(name, ws, shard_episodes=2, lease_ttl_s=float(ttl)) as w:
+        for k in range(6):
+            w.add_episode(**episode(7, k))
+        Path(ready).write_text("written")
+        while not Path(go).exists():
+            time.sleep(0.05)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    if mode == "commits":
+    if mode == "pod":
+        pod(*sys.argv[2:7])
+    elif mode == "commits":
         commits(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
         crash(*sys.argv[2:6])
