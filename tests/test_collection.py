@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -226,9 +227,9 @@ def test_default_collections_add_fresh_episodes_and_say_what_they_appended(ws, p
     digest = Workspace(ws).load_run(ppo_pendulum["run"]).inputs[0].digest
     assert f"mix@v2 → mix@v3, +2 episodes from quick ({digest[:19]})" in result.stdout
     assert "mix@v3 mixes 2 policies (6 from random, 2 from sha256:" in result.stdout
-    seed_line = result.stdout.splitlines()[0]
-    run = Workspace(ws).list_runs()[-1]
-    assert run.kind == "collect" and seed_line.endswith(f"seed {run.seed}")
+    # The first line names the run and the seed drawn for it, which the run records.
+    match = re.fullmatch(r"run (\S+) in .* +· +seed (\d+)", result.stdout.splitlines()[0])
+    assert match and Workspace(ws).load_run(match[1]).seed == int(match[2])
 
     info = flexrl("data", "info", "mix", "--json", "--workspace", str(ws))
     assert info.returncode == 0, info.stderr
@@ -239,7 +240,7 @@ def test_default_collections_add_fresh_episodes_and_say_what_they_appended(ws, p
     assert per_policy[1]["steps"] == int(open_dataset("mix", ws).episode_lengths[6:].sum())
     # Piped (not a terminal): the tables are not padded with spaces out to 200 columns.
     text = flexrl("data", "info", "mix", "--workspace", str(ws)).stdout
-    assert "per policy" in text and f"{digest[:19]}        2" in text
+    assert "per policy" in text and re.search(rf"\n {digest[:19]} +2 ", text), text
     lines = text.splitlines()
     assert lines and all(line == line.rstrip() for line in lines), lines
 
