@@ -72,7 +72,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flexrl.config import EnvConfig
 from flexrl.envs.tasks import TASKS
 from flexrl.errors import FlexrlError
-from flexrl.store import Lineage, ResolvedVersion, ShardWriter, parse_ref, resolve
+from flexrl.store import Lineage, ResolvedVersion, ShardWriter, open_dataset, parse_ref, resolve
 from flexrl.workspace import Artifact, ArtifactKind, Run, RunRecord, Workspace
 
 if TYPE_CHECKING:
@@ -289,6 +289,25 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         inputs=inputs,
         source_run=source_run,
     )
+
+
+def dataset_env(workspace: str | Path, dataset: str) -> dict[str, Any] | None:
+    """The env of the run that collected `dataset` (its recipe's `env`), for evaluation and for
+    Minari's env spec; None when the data came from elsewhere (an import) or that run is gone."""
+    import yaml
+
+    manifest = open_dataset(dataset, workspace).manifest
+    producers = [manifest.lineage.producer_run] + [s.lineage.producer_run for s in manifest.shards]
+    ws = Workspace(workspace)
+    for run_id in producers:
+        if not run_id:
+            continue
+        try:
+            raw = yaml.safe_load((ws.run_dir(run_id) / "recipe.yaml").read_text(encoding="utf-8"))
+            return EnvConfig.model_validate(raw["env"]).model_dump(mode="json")
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+            continue
+    return None
 
 
 def _env_name(env: EnvConfig) -> str:

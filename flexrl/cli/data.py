@@ -426,19 +426,27 @@ def export(
         raise FlexrlError(f"unknown export format {format_!r}: only 'minari' is supported")
     if out is None and dataset_id is None:
         raise FlexrlError("give --out DIR or --dataset-id ID to say where the export goes")
+    from flexrl.collection import dataset_env
     from flexrl.store.minari_io import export_minari
 
     source = catalog.resolve(ref, workspace)  # bad references fail before minari is imported
+    env = dataset_env(workspace, source.ref)
     with Workspace(workspace).start_run("export", f"export-{source.name}") as run:
         run.add_input(dataset_artifact(source, role="source"))
         with console.status(f"exporting {source.ref} to Minari ({backend})"):
             exported_id, path = export_minari(
-                source.ref, workspace, out=out, dataset_id=dataset_id, data_format=backend
+                source.ref, workspace, out=out, dataset_id=dataset_id, data_format=backend, env=env
             )
         run.add_output(
             Artifact(kind=ArtifactKind.FILE, ref=str(Path(path).resolve()), role="minari")
         )
     console.print(f"exported {source.ref} as Minari dataset {exported_id!r} at {path}")
+    if env is None:
+        console.print(
+            f"note: no flexrl run here says which env {source.ref} came from (imported or "
+            "written through the API): the export has no env spec, so recover_environment() "
+            "cannot rebuild it, and its float spaces are unbounded"
+        )
 
 
 @app.command("import")
