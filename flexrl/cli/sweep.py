@@ -25,6 +25,7 @@ from flexrl.orchestrate.records import (
 )
 from flexrl.orchestrate.results import (
     EVAL_RETURN,
+    TRAINING_RETURN,
     counts,
     format_params,
     rank,
@@ -325,16 +326,20 @@ def _print_results(store: SweepStore, record: SweepRecord) -> None:
             "[bold green]best[/]" if c.best else "",
         )
     console.print(table)
-    notes = ["ranked by IQM (interquartile mean over seeds)"]
-    if min(len(c.trials) for c in configs) < 4:
-        notes.append("with fewer than 4 seeds it trims nothing: IQM = mean")
+    few = min(len(c.trials) for c in configs) < 4
+    console.print(
+        "ranked by IQM (interquartile mean over seeds)"
+        + ("; with fewer than 4 seeds it trims nothing: IQM = mean" if few else "")
+    )
     if metric == EVAL_RETURN and record.metric.name != EVAL_RETURN:
-        notes.append(f"{EVAL_RETURN} of the trials' `flexrl eval` runs, not {record.metric.name}")
-    elif metric != EVAL_RETURN and record.metric.name == "episodic_return":
-        notes.append(
-            "the last training return; `flexrl eval RUN` every trial's run to rank by evaluation"
+        console.print(
+            f"values: {EVAL_RETURN} of the trials' `flexrl eval` runs, not {record.metric.name}"
         )
-    console.print("; ".join(notes))
+    elif record.metric.name == TRAINING_RETURN:
+        console.print(
+            f"values: {TRAINING_RETURN}, the last training return; `flexrl eval RUN` every "
+            "trial's run to rank by evaluation"
+        )
 
 
 @app.command("logs")

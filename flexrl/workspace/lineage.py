@@ -7,9 +7,9 @@ from a PPO run reaches the dataset it fed, the DT trained on that, and the DT's 
 
 Dataset versions only append, so a later version holds every shard of an earlier one: a run
 trained on `walk@v2` was made (in part) from `walk@v1`'s data. Each recorded version links to
-the next recorded version of its dataset that the store confirms contains all its shards
-(`walk@v1 -> walk@v2`, labelled "holds all of walk@v1"), so `runs lineage walk@v1` lists what was made
-from v2 beneath it, via v2.
+the next recorded version of its dataset that the store confirms holds all its shards
+(`walk@v1 -> walk@v2`, the latter labelled "holds all of walk@v1"), so `runs lineage walk@v1`
+lists what was made from v2 beneath v2.
 """
 
 from __future__ import annotations
