@@ -87,7 +87,7 @@ def collect(
     source = policy if policy == RANDOM else f"{policy} ({policy_label(plan.policy_id)})"
     console.print(
         f"[green]collected[/green] {result.episodes} episodes, {result.steps} steps, "
-        f"mean return {result.mean_return:.2f}, seed {seed}"
+        f"mean return {result.mean_return:.2f}"
     )
     # Appending is the point of versions, but it must never go unnoticed: say what was added
     # to what, and whether the version now mixes policies.

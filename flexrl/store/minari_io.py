@@ -210,7 +210,9 @@ def _write_batch(dataset, batch, ds, dataset_id, data_format, spaces):
             warnings.filterwarnings("ignore", message=message, category=UserWarning)
         if spec is None:  # said by the CLI in one line; Minari's two warnings would repeat it
             warnings.filterwarnings("ignore", message=r"env_spec is None", category=UserWarning)
-            warnings.filterwarnings("ignore", message=r"`eval_env` is set to None")
+            warnings.filterwarnings(
+                "ignore", message=r"`eval_env` is set to None", category=UserWarning
+            )
         return minari.create_dataset_from_buffers(
             dataset_id,
             batch,
