@@ -11,9 +11,16 @@ in the action bounds). Actions are the policy's Gaussian mean, plus optional Gau
 
 Reproducible: episode k (0-based) resets its env with seed `seed + k` and draws its noise (or its
 random actions) from its own generator seeded with `[seed + k, 1]`, so an episode's data does not
-depend on which env slot or worker ran it, and the same command gives the same arrays. (Batched
-float32 inference can differ in the last bit with the batch size, so keep --num-envs for
-bit-identical policy data.)
+depend on which env slot or worker ran it, and the same command with the same seed gives the same
+arrays. (Batched float32 inference can differ in the last bit with the batch size, so keep
+--num-envs for bit-identical policy data.)
+
+Fresh by default: without a seed, one is drawn from OS entropy (as numpy and gymnasium do for
+`seed=None`), so two default collections never store the same episodes twice, whether they run
+one after the other, concurrently (pods) or into different datasets that are later trained on
+together; "continue after the dataset's highest seed" would collide for concurrent writers. The
+seed drawn is recorded (run record, recipe.yaml, the version's message, every episode) and
+printed, so any collection can be repeated with --seed.
 
 Vectorised: each process steps `num_envs` envs in lockstep and asks the policy for all their
 actions in one batch. The envs are stepped here rather than by gymnasium's vector env, because
@@ -46,9 +53,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import multiprocessing as mp
 import os
 import queue
+import secrets
 import signal
 import time
 from collections import deque
@@ -63,7 +72,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flexrl.config import EnvConfig
 from flexrl.envs.tasks import TASKS
 from flexrl.errors import FlexrlError
-from flexrl.store import Lineage, ResolvedVersion, ShardWriter, parse_ref, resolve
+from flexrl.store import Lineage, ResolvedVersion, ShardWriter, open_dataset, parse_ref, resolve
 from flexrl.workspace import Artifact, ArtifactKind, Run, RunRecord, Workspace
 
 if TYPE_CHECKING:
@@ -77,6 +86,10 @@ DEFAULT_TASK = "walk_forward"
 SKIPPED_INFO_KEYS = frozenset({"goal", "task_id", "final_obs", "final_info"})
 # Numeric info arrays larger than this per step are not kept (images, contact tables...).
 MAX_INFO_VALUES = 64
+# Every seed (SEED + k, SEED + worker) must fit 32 bits: PYTHONHASHSEED, which seed_everything
+# passes to the spawned workers, takes nothing larger. Drawn seeds leave 2**31 episodes of room.
+MAX_SEED = 2**32 - 1
+DRAWN_SEED_BOUND = 2**31
 
 
 class CollectSettings(BaseModel):
@@ -106,7 +119,7 @@ class CollectRequest:
     task: str | None = None
     env_id: str | None = None
     workers: int = 1
-    seed: int = 0
+    seed: int | None = None  # None: draw a fresh one (see the module docstring)
     noise: float = 0.0
     stochastic: bool = False
     num_envs: int = 8
@@ -130,7 +143,9 @@ class CollectPlan:
 class CollectResult:
     run_id: str
     dataset: str
+    seed: int
     versions: list[ResolvedVersion]
+    previous: ResolvedVersion | None  # the version this collection appended to; None: new
     episodes: int
     steps: int
     returns: list[float]
@@ -150,6 +165,8 @@ class CollectResult:
             "run": self.run_id,
             "dataset": self.dataset,
             "ref": self.ref,
+            "previous": self.previous.ref if self.previous else None,
+            "seed": self.seed,
             "versions": [{"ref": v.ref, "digest": v.digest} for v in self.versions],
             "episodes": self.episodes,
             "steps": self.steps,
@@ -204,10 +221,14 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         raise FlexrlError(f"--episodes must be at least 1, got {request.episodes}")
     if request.workers < 1 or request.num_envs < 1:
         raise FlexrlError("--workers and --num-envs must be at least 1")
-    if request.seed < 0:
-        raise FlexrlError(f"--seed must be >= 0, got {request.seed}")
-    if request.noise < 0:
-        raise FlexrlError(f"--noise must be >= 0, got {request.noise}")
+    seed = secrets.randbelow(DRAWN_SEED_BOUND) if request.seed is None else request.seed
+    if not 0 <= seed <= MAX_SEED - request.episodes:
+        raise FlexrlError(
+            f"--seed must be between 0 and {MAX_SEED - request.episodes} "
+            f"(episode k resets with SEED + k, which must fit 32 bits), got {seed}"
+        )
+    if not (math.isfinite(request.noise) and request.noise >= 0):
+        raise FlexrlError(f"--noise must be a finite number >= 0, got {request.noise}")
     is_random = request.policy == RANDOM
     if is_random and (request.noise > 0 or request.stochastic):
         raise FlexrlError("--noise and --stochastic apply to a trained policy, not 'random'")
@@ -253,7 +274,7 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         policy=request.policy,
         dataset=request.dataset,
         episodes=request.episodes,
-        seed=request.seed,
+        seed=seed,
         env=env_cfg,
         noise=request.noise,
         stochastic=request.stochastic,
@@ -271,6 +292,25 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         inputs=inputs,
         source_run=source_run,
     )
+
+
+def dataset_env(workspace: str | Path, dataset: str) -> dict[str, Any] | None:
+    """The env of the run that collected `dataset` (its recipe's `env`), for evaluation and for
+    Minari's env spec; None when the data came from elsewhere (an import) or that run is gone."""
+    import yaml
+
+    manifest = open_dataset(dataset, workspace).manifest
+    producers = [manifest.lineage.producer_run] + [s.lineage.producer_run for s in manifest.shards]
+    ws = Workspace(workspace)
+    for run_id in producers:
+        if not run_id:
+            continue
+        try:
+            raw = yaml.safe_load((ws.run_dir(run_id) / "recipe.yaml").read_text(encoding="utf-8"))
+            return EnvConfig.model_validate(raw["env"]).model_dump(mode="json")
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+            continue
+    return None
 
 
 def _env_name(env: EnvConfig) -> str:
@@ -640,10 +680,15 @@ def collect(plan: CollectPlan, run: Run, progress: bool = True) -> CollectResult
                 committed(manifest.version)
         else:
             _run_workers(jobs, bar, committed)
+    # Versions only append: the one before this collection's first is what it was added to.
+    first = versions[0].version if versions else 1
+    previous = resolve(f"{settings.dataset}@v{first - 1}", plan.workspace) if first > 1 else None
     result = CollectResult(
         run_id=run.id,
         dataset=settings.dataset,
+        seed=settings.seed,
         versions=versions,
+        previous=previous,
         episodes=len(bar.returns),
         steps=bar.steps,
         returns=bar.returns,

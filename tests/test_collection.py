@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def random_pendulum(ws: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def ppo_pendulum(ws: Path) -> dict:
-    return collect(ws, "--policy", "quick", "--dataset", "pend-ppo", "--episodes", "6")
+    return collect(ws, "--policy", "quick", "--dataset", "pend-ppo", "--episodes", "6",
+                   "--seed", "0")  # fmt: skip
 
 
 def test_random_collection_shows_in_data_info(ws, random_pendulum):
@@ -77,7 +79,10 @@ def test_random_collection_shows_in_data_info(ws, random_pendulum):
     assert info["stats"]["episodes"] == 12 and info["stats"]["steps"] == random_pendulum["steps"]
     assert info["stats"]["returns"]["mean"] == pytest.approx(random_pendulum["mean_return"])
     ds = open_dataset("pend-rand", ws)
-    assert sorted(seeds(ds)) == list(range(12))  # episode k has seed 0 + k
+    # No --seed: a fresh seed, recorded; episode k has seed SEED + k.
+    seed = random_pendulum["seed"]
+    assert sorted(seeds(ds)) == list(range(seed, seed + 12))
+    assert Workspace(ws).load_run(random_pendulum["run"]).seed == seed
     # InvertedPendulum-v5 pays 1 per step but 0 for the step that drops the pole.
     np.testing.assert_allclose(ds.episode_returns, ds.episode_lengths - 1)
     episode = ds.episode(0)
@@ -196,7 +201,8 @@ def test_workers_split_the_episodes_with_disjoint_seeds(ws, humanoid):
 
 
 def test_stochastic_actions_differ_but_stay_in_bounds(ws, ppo_pendulum):
-    collect(ws, "--policy", "quick", "--dataset", "pend-sample", "--episodes", "2", "--stochastic")
+    collect(ws, "--policy", "quick", "--dataset", "pend-sample", "--episodes", "2", "--stochastic",
+            "--seed", "0")  # fmt: skip
     # Episodes are stored as they end; compare the two episodes of seed 0.
     sampled = next(e for e in open_dataset("pend-sample", ws) if e.seed == 0)
     mean = next(e for e in open_dataset("pend-ppo", ws) if e.seed == 0)
@@ -235,6 +241,40 @@ def test_nonfinite_actions_are_refused_unless_allowed(ws, tmp_path):
     assert np.isnan(open_dataset("pend-nan", ws).array("actions")).all()
 
 
+def test_default_collections_add_fresh_episodes_and_say_what_they_appended(ws, ppo_pendulum):
+    args = ("--policy", "random", "--env-id", PENDULUM, "--dataset", "mix", "--episodes", "3")
+    first, second = collect(ws, *args), collect(ws, *args)
+    assert first["previous"] is None and second["previous"] == "mix@v1"
+    assert first["seed"] != second["seed"]
+    ds = open_dataset("mix@v2", ws)
+    expected = {first["seed"] + k for k in range(3)} | {second["seed"] + k for k in range(3)}
+    assert sorted(seeds(ds)) == sorted(expected) and len(expected) == 6  # nothing stored twice
+
+    # Appending another policy's episodes says so, and names the mix.
+    result = flexrl("collect", "--policy", "quick", "--dataset", "mix", "--episodes", "2",
+                    "--workspace", str(ws))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    digest = Workspace(ws).load_run(ppo_pendulum["run"]).inputs[0].digest
+    assert f"mix@v2 → mix@v3, +2 episodes from quick ({digest[:19]})" in result.stdout
+    assert "mix@v3 mixes 2 policies (6 from random, 2 from sha256:" in result.stdout
+    # The first line names the run and the seed drawn for it, which the run records.
+    match = re.fullmatch(r"run (\S+) in .* +· +seed (\d+)", result.stdout.splitlines()[0])
+    assert match and Workspace(ws).load_run(match[1]).seed == int(match[2])
+
+    info = flexrl("data", "info", "mix", "--json", "--workspace", str(ws))
+    assert info.returncode == 0, info.stderr
+    per_policy = json.loads(info.stdout)["stats"]["per_policy"]
+    assert [(p["policy"], p["episodes"]) for p in per_policy] == [("random", 6), (digest, 2)]
+    returns = open_dataset("mix", ws).episode_returns
+    assert per_policy[1]["returns"]["mean"] == pytest.approx(returns[6:].mean())
+    assert per_policy[1]["steps"] == int(open_dataset("mix", ws).episode_lengths[6:].sum())
+    # Piped (not a terminal): the tables are not padded with spaces out to 200 columns.
+    text = flexrl("data", "info", "mix", "--workspace", str(ws)).stdout
+    assert "per policy" in text and re.search(rf"\n {digest[:19]} +2 ", text), text
+    lines = text.splitlines()
+    assert lines and all(line == line.rstrip() for line in lines), lines
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -242,6 +282,11 @@ def test_nonfinite_actions_are_refused_unless_allowed(ws, tmp_path):
         (("--policy", "random", "--dataset", "../x"), "invalid dataset name"),
         (("--policy", "random", "--dataset", "x", "--episodes", "0"), "--episodes"),
         (("--policy", "random", "--dataset", "x", "--task", "moonwalk"), "moonwalk"),
+        (("--policy", "random", "--dataset", "x", "--noise", "nan"), "--noise"),
+        (("--policy", "random", "--dataset", "x", "--noise", "inf"), "--noise"),
+        (("--policy", "random", "--dataset", "x", "--noise", "-0.1"), "--noise"),
+        (("--policy", "random", "--dataset", "x", "--seed", "4294967294"), "--seed"),
+        (("--policy", "random", "--dataset", "x", "--seed", "-1"), "--seed"),
     ],
 )
 def test_bad_input_exits_2_and_stores_nothing(workspace, args, message):

@@ -128,6 +128,27 @@ def per_task_table(ds: Dataset) -> Table:
     return Table("Per task", columns, rows)
 
 
+def per_policy_table(ds: Dataset) -> Table:
+    """Episodes, steps and returns for each producing policy, in order of first appearance:
+    a version that appended episodes from another policy shows one row per policy."""
+    rows = [
+        [
+            "-" if p.policy is None else p.policy,
+            p.episodes,
+            p.steps,
+            p.returns.mean,
+            p.returns.std,
+            p.returns.min,
+            p.returns.max,
+        ]
+        for p in ds.stats().per_policy
+    ]
+    columns = ["policy", "episodes", "steps", "return mean", "return std", "return min",
+               "return max"]  # fmt: skip
+    note = "policy: the checkpoint's sha256 digest, 'random', or '-' when none was recorded"
+    return Table("Per producing policy", columns, rows, note=note)
+
+
 def per_task_figure(ds: Dataset) -> Figure:
     """Return distribution of each task side by side (box plot, points overlaid)."""
     tasks = ds.episode_tasks

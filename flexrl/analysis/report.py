@@ -97,6 +97,7 @@ def dataset_report_html(
         _section(
             "Returns and lengths", lambda: [_img(da.return_length_figure(ds), "returns, lengths")]
         ),
+        _section("Per producing policy", lambda: [_table(da.per_policy_table(ds))]),
         _section(
             "Per task",
             lambda: [_table(da.per_task_table(ds)), _img(da.per_task_figure(ds), "per task")],

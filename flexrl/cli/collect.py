@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from typing import Annotated
 
 import typer
 
 from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.cli.data import policy_label
+from flexrl.store import open_dataset
 from flexrl.workspace import Workspace
 
 
@@ -36,9 +39,16 @@ def collect(
     num_envs: Annotated[
         int, typer.Option("--num-envs", help="Envs stepped together in each process.")
     ] = 8,
-    seed: Annotated[int, typer.Option(help="Episode k resets with seed SEED + k.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Episode k resets with seed SEED + k. Default: a fresh seed from OS entropy "
+            "(printed and recorded), so repeated collections add new episodes."
+        ),
+    ] = None,
     noise: Annotated[
-        float, typer.Option(help="Gaussian action noise (std, in action units) on the mean.")
+        float,
+        typer.Option(help="Gaussian action noise (std >= 0, in action units) on the mean."),
     ] = 0.0,
     stochastic: Annotated[
         bool, typer.Option("--stochastic", help="Sample actions from the policy's Gaussian.")
@@ -54,7 +64,7 @@ def collect(
 ) -> None:
     """Roll a policy out (PPO checkpoint or random) and store its episodes, with lineage."""
     # The domain pulls in gymnasium, MuJoCo and torch: import it only when collecting.
-    from flexrl.collection import CollectRequest, collect, plan_collection
+    from flexrl.collection import RANDOM, CollectRequest, collect, plan_collection
 
     ws = Workspace(workspace)
     request = CollectRequest(
@@ -71,18 +81,34 @@ def collect(
         allow_nonfinite=allow_nonfinite,
     )
     plan = plan_collection(ws, request)  # bad input fails here: no run, nothing stored
+    seed = plan.settings.seed  # drawn when --seed was not given
     run = ws.start_run("collect", dataset, recipe=plan.settings, seed=seed, inputs=plan.inputs)
     with run:  # an interruption is recorded; run.json's outputs list what was committed
         if not json:
-            console.print(f"run [bold]{run.id}[/bold] in {run.dir}")
+            console.print(f"run [bold]{run.id}[/bold] in {run.dir}  ·  seed {seed}")
         result = collect(plan, run, progress=sys.stderr.isatty())
     if json:
         print_json(result.to_json())
         return
     refs = ", ".join(v.ref for v in result.versions)
+    source = policy if policy == RANDOM else f"{policy} ({policy_label(plan.policy_id)})"
     console.print(
         f"[green]collected[/green] {result.episodes} episodes, {result.steps} steps, "
-        f"mean return {result.mean_return:.2f} → [bold]{result.ref}[/bold]"
+        f"mean return {result.mean_return:.2f}"
+    )
+    # Appending is the point of versions, but it must never go unnoticed: say what was added
+    # to what, and whether the version now mixes policies.
+    start = result.previous.ref if result.previous else f"{dataset} (new)"
+    console.print(
+        f"{start} → [bold]{result.ref}[/bold], +{result.episodes} episodes from {source}"
         + (f" (versions {refs}, one per worker)" if len(result.versions) > 1 else "")
     )
+    if result.previous is not None and result.ref is not None:
+        counts = Counter(open_dataset(result.ref, ws.root).index.policies)
+        if len(counts) > 1:
+            mix = ", ".join(f"{n} from {policy_label(p)}" for p, n in counts.items())
+            console.print(
+                f"[yellow]note[/yellow]: {result.ref} mixes {len(counts)} policies ({mix}); "
+                f"`flexrl data info {result.ref}` breaks it down"
+            )
     console.print(f"dataset {ws.root / 'datasets' / dataset}  ·  run {run.id}")

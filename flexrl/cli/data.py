@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +30,7 @@ from flexrl.cli.common import (
 from flexrl.errors import FlexrlError
 from flexrl.store import catalog, maintenance
 from flexrl.store.format import Lineage, check_name
-from flexrl.store.reader import open_dataset
+from flexrl.store.reader import Dataset, DatasetStats, open_dataset
 from flexrl.workspace import Artifact, ArtifactKind, Workspace
 from flexrl.workspace.provenance import code_version
 
@@ -53,6 +56,25 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+@contextlib.contextmanager
+def _unpadded() -> Iterator[None]:
+    """Piped output without rich's padding: a table fills every line with spaces out to its
+    widest row (up to the console's 200 columns), which `grep`, diffs and logs do not want."""
+    if console.is_terminal:
+        yield
+        return
+    with console.capture() as captured:
+        yield
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
+def policy_label(policy: str | None) -> str:
+    """A producing policy as episodes record it: 'random', a short checkpoint digest, or '-'."""
+    if policy is None:
+        return "-"  # not recorded (imported data, or written without one)
+    return policy if policy == "random" else policy[:19]
 
 
 def _lineage_text(lineage: dict) -> str:
@@ -116,7 +138,8 @@ def ls(json: JsonOption = False, workspace: WorkspaceOption = DEFAULT_WORKSPACE)
 def info(
     ref: RefArgument, json: JsonOption = False, workspace: WorkspaceOption = DEFAULT_WORKSPACE
 ) -> None:
-    """Episodes, steps, size on disk, return statistics, per-task breakdown, shards, lineage."""
+    """Episodes, steps, size on disk, return statistics, per-task and per-policy breakdowns,
+    shards, lineage."""
     ds = open_dataset(ref, workspace)
     stats = ds.stats()
     manifest = ds.manifest
@@ -136,6 +159,12 @@ def info(
             }
         )
         return
+    with _unpadded():
+        _print_info(ds, stats)
+
+
+def _print_info(ds: Dataset, stats: DatasetStats) -> None:
+    manifest = ds.manifest
     schema = manifest.schema
     r, n = stats.returns, stats.lengths
     rows = [
@@ -181,6 +210,18 @@ def info(
             f"{t.returns.std:.3f}",
         )
     console.print(tasks)
+    policies = Table(title="per policy", box=None, header_style="bold", title_justify="left")
+    for column in ("policy", "episodes", "steps", "return mean", "return std"):
+        policies.add_column(column, justify="left" if column == "policy" else "right")
+    for p in stats.per_policy:
+        policies.add_row(
+            policy_label(p.policy),
+            str(p.episodes),
+            str(p.steps),
+            f"{p.returns.mean:.3f}",
+            f"{p.returns.std:.3f}",
+        )
+    console.print(policies)
     shards = Table(title="shards", box=None, header_style="bold", title_justify="left")
     for column in ("shard", "episodes", "steps", "size", "lineage"):
         shards.add_column(
@@ -388,19 +429,27 @@ def export(
         raise FlexrlError(f"unknown export format {format_!r}: only 'minari' is supported")
     if out is None and dataset_id is None:
         raise FlexrlError("give --out DIR or --dataset-id ID to say where the export goes")
+    from flexrl.collection import dataset_env
     from flexrl.store.minari_io import export_minari
 
     source = catalog.resolve(ref, workspace)  # bad references fail before minari is imported
+    env = dataset_env(workspace, source.ref)
     with Workspace(workspace).start_run("export", f"export-{source.name}") as run:
         run.add_input(dataset_artifact(source, role="source"))
         with console.status(f"exporting {source.ref} to Minari ({backend})"):
             exported_id, path = export_minari(
-                source.ref, workspace, out=out, dataset_id=dataset_id, data_format=backend
+                source.ref, workspace, out=out, dataset_id=dataset_id, data_format=backend, env=env
             )
         run.add_output(
             Artifact(kind=ArtifactKind.FILE, ref=str(Path(path).resolve()), role="minari")
         )
     console.print(f"exported {source.ref} as Minari dataset {exported_id!r} at {path}")
+    if env is None:
+        console.print(
+            f"note: no flexrl run here says which env {source.ref} came from (imported or "
+            "written through the API): the export has no env spec, so recover_environment() "
+            "cannot rebuild it, and its float spaces are unbounded"
+        )
 
 
 @app.command("import")

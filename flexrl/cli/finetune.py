@@ -152,7 +152,8 @@ def _finetune(
         init_policy = load_policy_checkpoint(init_path)
         inputs.append(init_artifact.model_copy(update={"role": "init"}))
 
-    from flexrl.offline.training import FitSettings, build, dataset_env, fit, init_weights_from
+    from flexrl.collection import dataset_env
+    from flexrl.offline.training import FitSettings, build, fit, init_weights_from
 
     env = recipe.env.model_dump(mode="json") if recipe.env is not None else None
     if env is None:

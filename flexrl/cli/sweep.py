@@ -23,7 +23,15 @@ from flexrl.orchestrate.records import (
     SweepStore,
     utc_now,
 )
-from flexrl.orchestrate.results import counts, format_params, rank
+from flexrl.orchestrate.results import (
+    EVAL_RETURN,
+    TRAINING_RETURN,
+    counts,
+    format_params,
+    rank,
+    rank_configs,
+    trial_values,
+)
 from flexrl.orchestrate.spec import LoadedSpec, load_spec
 from flexrl.orchestrate.trial import run_trial, trial_index
 
@@ -266,45 +274,72 @@ def status(
 def results(
     sweep_id: SweepId, json: JsonOption = False, workspace: WorkspaceOption = DEFAULT_WORKSPACE
 ) -> None:
-    """Succeeded trials ranked by the sweep's metric, best first."""
+    """Configurations ranked by the IQM of the metric over their seeds, best first; an
+    evaluation (`flexrl eval` of every trial's run) is preferred to the last training return."""
     store = SweepStore(workspace)
     record = store.load(sweep_id)
-    ranked = rank(record, store.trials(record), store.states(record))
-    if json:
-        print_json(
-            {
-                "sweep": record.id,
-                "metric": record.metric.model_dump(),
-                "trials": [r.__dict__ for r in ranked],
-            }
-        )
+    if not json:
+        _print_results(store, record)
         return
-    _print_results(store, record)
+    metric, ranked, configs = _ranked(store, record)
+    print_json(
+        {
+            "sweep": record.id,
+            "metric": record.metric.model_dump(),
+            "value": metric,  # the metric ranked: the sweep's, or eval_return (see --help)
+            "ranked_by": "iqm",
+            "configs": [c.to_json() for c in configs],
+            "trials": [r.__dict__ for r in ranked],
+        }
+    )
+
+
+def _ranked(store: SweepStore, record: SweepRecord):
+    states = store.states(record)
+    metric, values = trial_values(record, states, store.workspace)
+    ranked = rank(record, store.trials(record), states, values)
+    return metric, ranked, rank_configs(record, ranked)
 
 
 def _print_results(store: SweepStore, record: SweepRecord) -> None:
-    ranked = rank(record, store.trials(record), store.states(record))
-    if not ranked:
+    metric, _, configs = _ranked(store, record)
+    if not configs:
         console.print(f"sweep {record.id}: no succeeded trial with {record.metric.name!r} yet")
         return
     table = Table(
         box=None,
         header_style="bold",
-        title=f"{record.id}: {record.metric.name} ({record.metric.goal})",
+        title=f"{record.id}: {metric} ({record.metric.goal}), per configuration over its seeds",
     )
-    for column in ("rank", "trial", "parameters", "seed", record.metric.name, "run", ""):
+    for column in ("rank", "parameters", "seeds", "IQM", "mean ± std", "per seed", "trials", ""):
         table.add_column(column)
-    for r in ranked:
+    for c in configs:
+        std = "" if c.std is None else f" ± {c.std:.4g}"
         table.add_row(
-            str(r.rank),
-            str(r.index),
-            format_params(r.params),
-            str(r.seed),
-            f"{r.metric:.4g}",
-            r.run_id or "-",
-            "[bold green]best[/]" if r.best else "",
+            str(c.rank),
+            format_params(c.params),
+            str(len(c.trials)),
+            f"{c.iqm:.4g}",
+            f"{c.mean:.4g}{std}",
+            ", ".join(f"{t.metric:.4g} (s{t.seed})" for t in c.trials),
+            ", ".join(str(t.index) for t in c.trials),
+            "[bold green]best[/]" if c.best else "",
         )
     console.print(table)
+    few = min(len(c.trials) for c in configs) < 4
+    console.print(
+        "ranked by IQM (interquartile mean over seeds)"
+        + ("; with fewer than 4 seeds it trims nothing: IQM = mean" if few else "")
+    )
+    if metric == EVAL_RETURN and record.metric.name != EVAL_RETURN:
+        console.print(
+            f"values: {EVAL_RETURN} of the trials' `flexrl eval` runs, not {record.metric.name}"
+        )
+    elif record.metric.name == TRAINING_RETURN:
+        console.print(
+            f"values: {TRAINING_RETURN}, the last training return; `flexrl eval RUN` every "
+            "trial's run to rank by evaluation"
+        )
 
 
 @app.command("logs")

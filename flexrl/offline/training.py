@@ -202,26 +202,3 @@ def fit(
         global_step=trainer.global_step,
         metrics=values,
     )
-
-
-def dataset_env(workspace: str | Path, dataset: str) -> dict[str, Any] | None:
-    """The env of the run that collected `dataset` (its recipe's `env`), for evaluation; None
-    when the data came from elsewhere (an import) or that run is gone."""
-    import yaml
-
-    from flexrl.config import EnvConfig
-    from flexrl.store import open_dataset
-    from flexrl.workspace import Workspace
-
-    manifest = open_dataset(dataset, workspace).manifest
-    producers = [manifest.lineage.producer_run] + [s.lineage.producer_run for s in manifest.shards]
-    ws = Workspace(workspace)
-    for run_id in producers:
-        if not run_id:
-            continue
-        try:
-            raw = yaml.safe_load((ws.run_dir(run_id) / "recipe.yaml").read_text(encoding="utf-8"))
-            return EnvConfig.model_validate(raw["env"]).model_dump(mode="json")
-        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
-            continue
-    return None

@@ -6,6 +6,12 @@ flexrl's extra per-step data travels as Minari infos with T+1 rows (row 0, the r
 Minari records, is zeros): `infos[key]` for each info key and `infos["flexrl_goals"]` for
 goals; task and policy go in each episode's `options`. Import reverses this, so flexrl ->
 Minari -> flexrl gives byte-identical arrays. minari (and gymnasium) are imported lazily.
+
+Given the env the data came from (`flexrl.collection.dataset_env`), export records its spec and
+its true spaces, so `recover_environment()` rebuilds it (flexrl's Humanoid tasks as their
+registered ids, e.g. `flexrl/HumanoidWalk-v0` with the recipe's kwargs; flexrl must be
+importable there). Without one (imported or hand-written data) there is no spec, and float
+spaces are unbounded: nothing in the data says what the bounds were.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import contextlib
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,12 @@ POLICY_OPTION = "flexrl_policy"
 FORMATS = ("hdf5", "arrow")
 BATCH_EPISODES = 256
 SCHEMA_KEY = "flexrl_schema"  # in Minari's metadata.json: exact shapes for the way back
+# Metadata flexrl does not know (who made the data, where the code lives): Minari warns for each.
+_UNKNOWN_METADATA_WARNINGS = (
+    r"`code_permalink` is set to None",
+    r"`author` is set to None",
+    r"`author_email` is set to None",
+)
 
 
 @contextlib.contextmanager
@@ -63,6 +75,45 @@ def _box(spec: ArraySpec):
     else:
         low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
     return spaces.Box(low=low, high=high, shape=spec.shape, dtype=dtype)
+
+
+def _env(env: Mapping[str, Any]):
+    """The spec that rebuilds `env` (an EnvConfig as JSON) and its spaces, as collect made it."""
+    from pydantic import BaseModel
+
+    from flexrl.config import EnvConfig
+    from flexrl.rl.envs import make_flat_env
+
+    made = make_flat_env(EnvConfig.model_validate(env))
+    try:
+        spec = made.spec
+        assert spec is not None  # gym.make always sets it
+        # Minari stores the spec as JSON: the recipe's sections go in as plain dicts, which the
+        # Humanoid env takes as well.
+        kwargs = {
+            k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v
+            for k, v in spec.kwargs.items()
+        }
+        return replace(spec, kwargs=kwargs), made.observation_space, made.action_space
+    finally:
+        made.close()
+
+
+def _spaces(ds, env: Mapping[str, Any] | None):
+    """(spec or None, observation space, action space) for the export of `ds`."""
+    if env is None:
+        return None, _box(ds.schema.observations), _box(ds.schema.actions)
+    spec, obs_space, act_space = _env(env)
+    for what, space, array in (
+        ("observations", obs_space, ds.schema.observations),
+        ("actions", act_space, ds.schema.actions),
+    ):
+        if space.shape != tuple(array.shape) or space.dtype != np.dtype(array.dtype):
+            raise FlexrlError(
+                f"{ds.ref}: its env {spec.id} gives {what} {space.dtype}{list(space.shape)}, "
+                f"the data holds {array.describe()}"
+            )
+    return spec, obs_space, act_space
 
 
 def _pad_reset_row(values: np.ndarray) -> np.ndarray:
@@ -99,15 +150,16 @@ def export_minari(
     out: str | Path | None = None,
     dataset_id: str | None = None,
     data_format: str = "hdf5",
+    env: Mapping[str, Any] | None = None,
 ) -> tuple[str, Path]:
     """Write version `ref` as a Minari dataset; return (dataset id, its directory).
 
     With `out`, the dataset is `out/<dataset_id>/` (load it with MINARI_DATASETS_PATH=out);
     without, it goes to Minari's own datasets directory. The id defaults to `<name>-v<N>`.
+    `env` (an EnvConfig as JSON: the env the data was collected in) gives the spec and spaces.
     """
     if data_format not in FORMATS:
         raise FlexrlError(f"unknown Minari format {data_format!r}: use one of {', '.join(FORMATS)}")
-    import minari
     from minari.dataset.minari_dataset import parse_dataset_id
     from minari.storage.datasets_root_dir import get_dataset_path
 
@@ -119,6 +171,7 @@ def export_minari(
         raise FlexrlError(
             f"invalid Minari dataset id {dataset_id!r}: use (namespace/)name-v<N>"
         ) from None
+    spaces = _spaces(ds, env)
     root = None if out is None else Path(out)
     if root is not None:
         root.mkdir(parents=True, exist_ok=True)
@@ -132,10 +185,10 @@ def export_minari(
             for episode in ds:
                 batch.append(_buffer(episode, episode.index))
                 if len(batch) == BATCH_EPISODES:
-                    dataset = _write_batch(dataset, batch, ds, dataset_id, data_format, minari)
+                    dataset = _write_batch(dataset, batch, ds, dataset_id, data_format, spaces)
                     batch = []
             if batch or dataset is None:
-                dataset = _write_batch(dataset, batch, ds, dataset_id, data_format, minari)
+                dataset = _write_batch(dataset, batch, ds, dataset_id, data_format, spaces)
             dataset.storage.update_metadata(
                 {SCHEMA_KEY: ds.schema.to_json(), "flexrl_source": f"{ds.ref} {ds.digest}"}
             )
@@ -145,26 +198,33 @@ def export_minari(
     return dataset_id, target
 
 
-def _write_batch(dataset, batch, ds, dataset_id, data_format, minari):
+def _write_batch(dataset, batch, ds, dataset_id, data_format, spaces):
     if dataset is not None:
         dataset.update_dataset_from_buffer(batch)
         return dataset
-    with warnings.catch_warnings():  # Minari nags about authors and env specs we do not have
-        warnings.simplefilter("ignore")
-        return _create(batch, ds, dataset_id, data_format, minari)
+    import minari
 
-
-def _create(batch, ds, dataset_id, data_format, minari):
-    return minari.create_dataset_from_buffers(
-        dataset_id,
-        batch,
-        observation_space=_box(ds.schema.observations),
-        action_space=_box(ds.schema.actions),
-        algorithm_name="flexrl",
-        description=f"Exported from flexrl dataset {ds.ref} (manifest {ds.digest}).",
-        data_format=data_format,
-        jpeg_encoding=False,  # lossless, always
-    )
+    spec, observation_space, action_space = spaces
+    with warnings.catch_warnings():
+        for message in _UNKNOWN_METADATA_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        if spec is None:  # said by the CLI in one line; Minari's two warnings would repeat it
+            warnings.filterwarnings("ignore", message=r"env_spec is None", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"`eval_env` is set to None", category=UserWarning
+            )
+        return minari.create_dataset_from_buffers(
+            dataset_id,
+            batch,
+            env=spec,
+            eval_env=spec,
+            observation_space=observation_space,
+            action_space=action_space,
+            algorithm_name="flexrl",
+            description=f"Exported from flexrl dataset {ds.ref} (manifest {ds.digest}).",
+            data_format=data_format,
+            jpeg_encoding=False,  # lossless, always
+        )
 
 
 def _data_path(path: Path) -> Path:

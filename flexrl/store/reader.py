@@ -70,6 +70,14 @@ class TaskStats:
 
 
 @dataclass
+class PolicyStats:
+    policy: str | None  # a checkpoint digest, "random", or None (e.g. imported episodes)
+    episodes: int
+    steps: int
+    returns: Distribution
+
+
+@dataclass
 class DatasetStats:
     """What `flexrl data info` shows, and the normalisation constants training needs."""
 
@@ -80,6 +88,7 @@ class DatasetStats:
     lengths: Distribution
     terminated: int  # episodes that ended with a termination (not a truncation)
     per_task: list[TaskStats]
+    per_policy: list[PolicyStats]  # in order of first appearance: appends show as new rows
     obs_mean: np.ndarray
     obs_std: np.ndarray
     action_mean: np.ndarray
@@ -101,6 +110,15 @@ class DatasetStats:
                     "returns": vars(t.returns),
                 }
                 for t in self.per_task
+            ],
+            "per_policy": [
+                {
+                    "policy": p.policy,
+                    "episodes": p.episodes,
+                    "steps": p.steps,
+                    "returns": vars(p.returns),
+                }
+                for p in self.per_policy
             ],
             "obs_mean": self.obs_mean.tolist(),
             "obs_std": self.obs_std.tolist(),
@@ -337,6 +355,17 @@ class Dataset:
                     Distribution.of(idx.returns[mask]),
                 )
             )
+        per_policy = []
+        for policy in dict.fromkeys(idx.policies):
+            mask = np.array([p == policy for p in idx.policies], dtype=bool)
+            per_policy.append(
+                PolicyStats(
+                    policy,
+                    int(mask.sum()),
+                    int(idx.lengths[mask].sum()),
+                    Distribution.of(idx.returns[mask]),
+                )
+            )
         shards = [self.shard(s) for s in range(len(self.manifest.shards))]
         for reader in shards:
             ends = reader.episode_table()["episode_offsets"][1:] - 1
@@ -356,6 +385,7 @@ class Dataset:
             lengths=Distribution.of(idx.lengths),
             terminated=terminated,
             per_task=per_task,
+            per_policy=per_policy,
             obs_mean=obs_mean,
             obs_std=obs_std,
             action_mean=act_mean,

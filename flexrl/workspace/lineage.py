@@ -4,10 +4,18 @@ Nodes are runs (`run:<id>`) and artifacts (keyed by content digest, or kind and 
 digest is known). A run's inputs point at it, it points at its outputs. A checkpoint written
 by `train` and read by `collect` is one node because both record the same digest, so the walk
 from a PPO run reaches the dataset it fed, the DT trained on that, and the DT's evaluation.
+
+Dataset versions only append, so a later version holds every shard of an earlier one: a run
+trained on `walk@v2` was made (in part) from `walk@v1`'s data. Each recorded version links to
+the next recorded version of its dataset that the store confirms holds all its shards
+(`walk@v1 -> walk@v2`, the latter labelled "holds all of walk@v1"), so `runs lineage walk@v1`
+lists what was made from v2 beneath v2.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 from collections import deque
 from collections.abc import Callable
@@ -96,8 +104,53 @@ class LineageGraph:
         return edges
 
 
-def build_graph(workspace: Workspace) -> LineageGraph:
-    return LineageGraph.from_runs(workspace.list_runs())
+ShardsOf = Callable[[str, str], frozenset[str] | None]
+
+
+def build_graph(workspace: Workspace, dataset_shards: ShardsOf | None = None) -> LineageGraph:
+    """The graph of every run; `dataset_shards(ref, digest)` gives a recorded dataset version's
+    shard ids (None when the store no longer holds that version with that digest), by default
+    read from the workspace's store."""
+    graph = LineageGraph.from_runs(workspace.list_runs())
+    link_contained_versions(graph, dataset_shards or _store_shards(workspace.root))
+    return graph
+
+
+def link_contained_versions(graph: LineageGraph, dataset_shards: ShardsOf) -> None:
+    """Link each recorded dataset version to the next recorded version of the same dataset
+    that holds all its shards (see the module docstring)."""
+    versions: dict[str, list[tuple[int, LineageNode]]] = {}
+    for node in list(graph.nodes.values()):
+        match = DATASET_VERSION_RE.match(node.info.get("ref", ""))
+        if node.kind == "dataset" and match and node.info.get("digest"):
+            versions.setdefault(match["name"], []).append((int(match["version"]), node))
+    for recorded in versions.values():
+        recorded.sort(key=lambda vn: vn[0])
+        for (_, old), (_, new) in itertools.pairwise(recorded):
+            old_shards = dataset_shards(old.info["ref"], old.info["digest"])
+            new_shards = dataset_shards(new.info["ref"], new.info["digest"])
+            if old_shards is None or new_shards is None or not old_shards <= new_shards:
+                continue  # gone from the store, replaced, or not an append: no claim
+            graph._add_edge(old.key, new.key)
+            new.info["contains"] = old.info["ref"]
+            new.label = f"{new.label}  (holds all of {old.info['ref']})"
+
+
+def _store_shards(root: Path) -> ShardsOf:
+    def shards(ref: str, digest: str) -> frozenset[str] | None:
+        # Imported here: the store (numpy, zarr) loads only when a graph is built.
+        from flexrl.store.catalog import dataset_paths, read_manifest, resolve
+
+        try:
+            version = resolve(ref, root)
+            if version.digest != digest:
+                return None
+            manifest, _ = read_manifest(dataset_paths(root, version.name), version.version)
+        except FlexrlError:
+            return None
+        return frozenset(s.id for s in manifest.shards)
+
+    return functools.cache(shards)
 
 
 def resolve_target(

@@ -48,7 +48,9 @@ def humanoid_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ws
 
 
-def plain_episode(rng: np.random.Generator, length: int, task: str | None) -> Episode:
+def plain_episode(
+    rng: np.random.Generator, length: int, task: str | None, policy: str | None = None
+) -> Episode:
     """A non-Humanoid episode (4-d observations, 2-d actions, no goals, no infos)."""
     return make_episode(
         observations=rng.normal(size=(length + 1, 4)).astype(np.float32),
@@ -57,18 +59,20 @@ def plain_episode(rng: np.random.Generator, length: int, task: str | None) -> Ep
         terminations=np.arange(length) == length - 1,
         truncations=np.zeros(length, bool),
         task=task,
+        policy=policy,
     )
 
 
 @pytest.fixture(scope="session")
 def plain_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`plain@v1`: 6 episodes (4 task a, 2 task b); `plain@v2` adds 3 of task b."""
+    """`plain@v1`: 6 episodes (4 task a, 2 task b) with no policy recorded; `plain@v2` adds 3
+    of task b from policy `expert`."""
     ws = tmp_path_factory.mktemp("plain") / "ws"
     rng = np.random.default_rng(7)
-    for tasks in (["a", "a", "a", "a", "b", "b"], ["b", "b", "b"]):
+    for tasks, policy in ((["a", "a", "a", "a", "b", "b"], None), (["b", "b", "b"], "expert")):
         with ShardWriter("plain", ws, durable=False) as writer:
             for i, task in enumerate(tasks):
-                writer.add(plain_episode(rng, 5 + 3 * i, task))
+                writer.add(plain_episode(rng, 5 + 3 * i, task, policy))
     return ws
 
 

@@ -37,6 +37,17 @@ def test_per_task_table_and_figure(plain_ws):
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a\n(4 ep.)", "b\n(5 ep.)"]
 
 
+def test_per_policy_table_splits_a_version_by_producing_policy(plain_ws):
+    v1, v2 = open_dataset("plain@v1", plain_ws), open_dataset("plain@v2", plain_ws)
+    assert analysis.per_policy_table(v1).to_dicts()[0]["policy"] == "-"
+    table = analysis.per_policy_table(v2)
+    assert table.column("policy") == ["-", "expert"] and table.column("episodes") == [6, 3]
+    assert table.column("steps") == [int(v1.episode_lengths.sum()), 5 + 8 + 11]
+    expert = v2.episode_returns[6:]
+    assert table.column("return mean")[1] == pytest.approx(expert.mean())
+    assert table.column("return std")[1] == pytest.approx(expert.std())
+
+
 def test_summary_and_actions_match_numpy(humanoid_ws):
     ds = open_dataset("hum@v2", humanoid_ws)
     summary = {r["field"]: r["value"] for r in analysis.summary_table(ds).to_dicts()}

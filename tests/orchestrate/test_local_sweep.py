@@ -11,7 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from flexrl.orchestrate.records import SweepStore
+from flexrl.orchestrate.results import iqm
 from flexrl.workspace import Workspace
 
 # One PPO update of 4 envs x 128 steps: a trial is mostly Python start-up.
@@ -78,11 +82,15 @@ def test_local_sweep_end_to_end(cli, spec_file, workspace):
     )
     metrics = [t["metric"] for t in ranked["trials"]]
     assert sorted(metrics, reverse=True) == metrics and len(metrics) == 3
-    assert ranked["trials"][0]["best"] and not any(t["best"] for t in ranked["trials"][1:])
     assert {t["index"] for t in ranked["trials"]} == {0, 1, 2}
     assert ranked["trials"][0]["metric"] == by_index[ranked["trials"][0]["index"]]["metric"]
+    # One seed per configuration: each configuration is its trial, ranked the same way.
+    configs = ranked["configs"]
+    assert [c["trials"] for c in configs] == [[t["index"]] for t in ranked["trials"]]
+    assert [c["best"] for c in configs] == [True, False, False]
+    assert configs[0]["std"] is None and configs[0]["iqm"] == configs[0]["mean"] == metrics[0]
     table = cli("sweep", "results", sid, "--workspace", str(workspace)).stdout
-    assert "best" in table
+    assert "best" in table and "IQM = mean" in table
 
     logs = cli("sweep", "logs", sid, "--trial", "1", "--workspace", str(workspace)).stdout
     assert "failing on purpose" in logs and "completed" in logs
@@ -170,3 +178,72 @@ def test_preempted_training_trial_resumes_from_its_checkpoint(cli, spec_file, wo
     # Succeeded trials are not run again (a resumed Kubernetes Job runs every index).
     again = cli("sweep", "run-trial", record.id, "--index", "0", "--workspace", str(workspace))
     assert again.returncode == 0 and "already succeeded" in again.stdout
+
+
+# Two configurations x four seeds.
+SEEDS_SPEC = f"""
+name: seeds
+{TINY_SET}
+parameters:
+  ppo.learning_rate: {{values: [0.0003, 0.003]}}
+seeds: [0, 1, 2, 3]
+metric: {{name: episodic_return, goal: maximize}}
+parallelism: 2
+"""
+
+
+def test_results_rank_configurations_over_seeds_and_prefer_evaluation(cli, spec_file, workspace):
+    result = cli("sweep", "submit", str(spec_file(SEEDS_SPEC)), "--workspace", str(workspace))
+    assert result.returncode == 0, result.stdout + result.stderr
+    sid = sweep_id(workspace)
+
+    def results() -> dict:
+        out = cli("sweep", "results", sid, "--json", "--workspace", str(workspace))
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    ranked = results()
+    assert ranked["value"] == "episodic_return" and ranked["ranked_by"] == "iqm"
+    trials = {t["index"]: t for t in ranked["trials"]}
+    assert len(trials) == 8
+    configs = ranked["configs"]
+    assert len(configs) == 2 and [c["best"] for c in configs] == [True, False]
+    for c in configs:
+        assert len({str(trials[i]["params"]) for i in c["trials"]}) == 1  # one configuration
+        assert c["seeds"] == [0, 1, 2, 3]
+        values = np.array([trials[i]["metric"] for i in c["trials"]])
+        assert c["values"] == values.tolist()
+        assert c["mean"] == pytest.approx(values.mean())
+        assert c["std"] == pytest.approx(values.std(ddof=1))
+        assert c["iqm"] == pytest.approx(np.sort(values)[1:3].mean())  # the middle two of four
+    assert configs[0]["iqm"] >= configs[1]["iqm"]
+    table = cli("sweep", "results", sid, "--workspace", str(workspace)).stdout
+    assert "ranked by IQM" in table and "IQM = mean" not in table
+    assert "`flexrl eval RUN` every trial's run" in table
+
+    # Evaluate every trial's run: results now rank by eval_return.
+    runs = [t["run_id"] for t in ranked["trials"]]
+    evaluated = {}
+    for run_id in runs:
+        out = cli("eval", run_id, "--episodes", "2", "--json", "--workspace", str(workspace))
+        assert out.returncode == 0, out.stderr
+        evaluated[run_id] = Workspace(workspace).load_run(json.loads(out.stdout)["run"])
+    after = results()
+    assert after["value"] == "eval_return"
+    for t in after["trials"]:
+        assert t["metric"] == evaluated[t["run_id"]].metrics_last["eval_return"]
+    table = cli("sweep", "results", sid, "--workspace", str(workspace)).stdout
+    assert "eval_return of the trials' `flexrl eval` runs" in table
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([190.6, 96.5], (190.6 + 96.5) / 2),  # two seeds: nothing trimmed, IQM = mean
+        ([4.0, 1.0, 3.0, 100.0], 3.5),  # four: the middle two
+        ([1, 2, 3, 4, 5, 6, 7, 1000], 4.5),  # eight: two cut from each end
+        ([1, 2, 3, 4, 5], 3.0),  # five: int(1.25) = 1 from each end
+    ],
+)
+def test_iqm_is_the_trimmed_mean_rliable_uses(values, expected):
+    assert iqm(values) == pytest.approx(expected)

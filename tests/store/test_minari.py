@@ -8,14 +8,13 @@ from pathlib import Path
 import minari
 import numpy as np
 import pytest
-from gymnasium import spaces
 from minari.data_collector import EpisodeBuffer
 
 from flexrl.errors import FlexrlError
 from flexrl.store import open_dataset
 from flexrl.store.minari_io import import_minari
 
-from .conftest import assert_same_episode, cli, random_episode, write_episodes
+from .conftest import assert_same_episode, cli, cli_subprocess, random_episode, write_episodes
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +44,7 @@ def test_round_trip_flexrl_minari_flexrl(ws: Path, tmp_path: Path, rng, data_for
         str(ws),
     )
     assert result.code == 0, result.stderr
+    assert "the export has no env spec" in result.stdout  # written through the API: no env
 
     os.environ["MINARI_DATASETS_PATH"] = str(out)  # restored by monkeypatch
     loaded = minari.load_dataset("walk-v1")
@@ -71,6 +71,40 @@ def test_round_trip_flexrl_minari_flexrl(ws: Path, tmp_path: Path, rng, data_for
     assert back.manifest.lineage.source == "minari:walk-v1"
 
 
+@pytest.mark.parametrize(
+    ("env_args", "env_id"),
+    [
+        (("--task", "walk_forward"), "flexrl/HumanoidWalk-v0"),
+        (("--env-id", "InvertedPendulum-v5"), "InvertedPendulum-v5"),
+    ],
+)
+def test_export_of_a_collection_recovers_its_env(ws: Path, tmp_path: Path, env_args, env_id):
+    args = ("--dataset", "c", "--episodes", "2", "--seed", "5", "--workspace", str(ws))
+    collected = cli_subprocess("collect", "--policy", "random", *env_args, *args)
+    assert collected.returncode == 0, collected.stderr
+    out = tmp_path / "exported"
+    result = cli("data", "export", "c", "--out", str(out), "--workspace", str(ws))
+    assert result.code == 0 and "no env spec" not in result.stdout, result
+
+    os.environ["MINARI_DATASETS_PATH"] = str(out)  # restored by monkeypatch
+    loaded = minari.load_dataset("c-v1")
+    env = loaded.recover_environment()
+    try:
+        assert env.spec.id == env_id
+        assert env.observation_space == loaded.observation_space
+        assert env.action_space == loaded.action_space
+        assert np.all(np.isfinite(loaded.action_space.low))  # the env's bounds, not (-inf, inf)
+        # The rebuilt env is the one the data came from: same seed, same actions, same data.
+        episode = next(loaded.iterate_episodes())
+        obs, _ = env.reset(seed=5)
+        np.testing.assert_array_equal(obs, episode.observations[0])
+        obs, reward, *_ = env.step(episode.actions[0])
+        np.testing.assert_array_equal(obs, episode.observations[1])
+        assert reward == episode.rewards[0]
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize("data_format", ["hdf5", "arrow"])
 def test_import_what_minari_wrote(ws: Path, tmp_path: Path, rng, data_format: str) -> None:
     buffers = []
@@ -80,8 +114,8 @@ def test_import_what_minari_wrote(ws: Path, tmp_path: Path, rng, data_format: st
             EpisodeBuffer(
                 id=i,
                 seed=100 + i,
-                observations=rng.normal(size=(steps + 1, 3)),
-                actions=rng.uniform(-1, 1, size=(steps, 1)).astype(np.float32),
+                observations=rng.normal(size=(steps + 1, 4)),
+                actions=rng.uniform(-3, 3, size=(steps, 1)).astype(np.float32),
                 rewards=rng.normal(size=steps),
                 terminations=np.arange(steps) == steps - 1,
                 truncations=np.zeros(steps, bool),
@@ -89,11 +123,17 @@ def test_import_what_minari_wrote(ws: Path, tmp_path: Path, rng, data_format: st
                 infos={"x": np.arange(2 * steps + 2, dtype=np.float64).reshape(-1, 2)},
             )
         )
+    # As a careful Minari user writes it: every metadata field set, so Minari warns of nothing.
     minari.create_dataset_from_buffers(
         "pend/native-v0",
         buffers,
-        observation_space=spaces.Box(-np.inf, np.inf, (3,), np.float64),
-        action_space=spaces.Box(-1, 1, (1,), np.float32),
+        env="InvertedPendulum-v5",
+        eval_env="InvertedPendulum-v5",
+        algorithm_name="random",
+        author="flexrl tests",
+        author_email="tests@flexrl.invalid",
+        code_permalink="https://example.invalid/flexrl",
+        description="Random InvertedPendulum episodes, written by Minari itself.",
         data_format=data_format,
     )
     path = Path(os.environ["MINARI_DATASETS_PATH"]) / "pend/native-v0"

@@ -118,9 +118,77 @@ def test_dataset_references_resolve_through_the_store(workspace, cli):
             )
     set_tag("walk@v1", "first", workspace)
 
-    for target, producer in (("walk", "collect-2"), ("walk@first", "collect-1")):
+    # v2 holds v1's shards, so v1's producer is upstream of v2 too (after v2's own).
+    for target, producers in (("walk", ["collect-2", "collect-1"]), ("walk@first", ["collect-1"])):
         result = cli("runs", "lineage", target, "--json", "--workspace", str(workspace))
         assert result.returncode == 0, result.stderr
         data = json.loads(result.stdout)
         assert data["target"] == resolve(target, workspace).digest
-        assert [data["nodes"][k]["name"] for k in data["upstream"]] == [producer]
+        runs = [data["nodes"][k]["name"] for k in data["upstream"] if k.startswith("run:")]
+        assert runs == producers
+
+
+def _commit_version(ws: Workspace, name: str, rng) -> Artifact:
+    """A real one-episode version of dataset `name`, recorded as a collect run's output."""
+    import numpy as np
+
+    from flexrl.store import ShardWriter, make_episode, resolve
+
+    with ws.start_run("collect", f"collect-{name}") as run:
+        with ShardWriter(name, ws.root, durable=False) as writer:
+            writer.add(
+                make_episode(
+                    observations=rng.normal(size=(6, 3)).astype(np.float32),
+                    actions=rng.normal(size=(5, 2)).astype(np.float32),
+                    rewards=np.ones(5, np.float32),
+                    terminations=np.arange(5) == 4,
+                    truncations=np.zeros(5, bool),
+                )
+            )
+        version = resolve(name, ws.root)
+        return run.add_output(
+            Artifact(kind=ArtifactKind.DATASET, ref=version.ref, digest=version.digest)
+        )
+
+
+def test_runs_made_from_a_later_version_are_made_from_the_earlier_one(workspace, cli):
+    import shutil
+
+    import numpy as np
+
+    ws = Workspace(workspace)
+    rng = np.random.default_rng(0)
+    v1, v2 = _commit_version(ws, "walk", rng), _commit_version(ws, "walk", rng)
+    with ws.start_run("finetune-bc", "bc-on-v2") as on_v2:
+        on_v2.add_input(v2.model_copy(update={"role": "data"}))
+    with ws.start_run("finetune-bc", "bc-on-v1") as on_v1:
+        on_v1.add_input(v1.model_copy(update={"role": "data"}))
+    # A dataset deleted and made again under the same name: its v1 shares nothing with the
+    # old one, so a run on the new v2 was not made from the old v1.
+    old = _commit_version(ws, "other", rng)
+    shutil.rmtree(workspace / "datasets" / "other")
+    _commit_version(ws, "other", rng)
+    new_v2 = _commit_version(ws, "other", rng)
+    with ws.start_run("finetune-bc", "bc-on-new") as on_new:
+        on_new.add_input(new_v2.model_copy(update={"role": "data"}))
+
+    def lineage(target: str) -> dict:
+        result = cli("runs", "lineage", target, "--json", "--workspace", str(workspace))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    data = lineage("walk@v1")
+    downstream = {data["nodes"][k]["name"] for k in data["downstream"] if k.startswith("run:")}
+    assert downstream == {"bc-on-v1", "bc-on-v2"}
+    assert {"from": v1.digest, "to": v2.digest} in data["edges"]
+    assert data["nodes"][v2.digest]["contains"] == "walk@v1"  # the runs below it: via v2
+    # Upstream of v2: its own producer, and v1's (v2 holds v1's shards).
+    data = lineage("walk@v2")
+    upstream = [data["nodes"][k]["name"] for k in data["upstream"] if k.startswith("run:")]
+    assert upstream == ["collect-walk", "collect-walk"] and len(set(data["upstream"])) == 3
+    tree = cli("runs", "lineage", "walk@v1", "--workspace", str(workspace)).stdout
+    assert "walk@v2" in tree and "holds all of walk@v1" in tree and on_v2.id in tree
+
+    graph = build_graph(ws)
+    assert graph.children.get(old.digest, []) == []  # replaced: no claim on the new versions
+    assert on_new.id not in {b for _, b in graph.walk(old.digest, "downstream")}
