@@ -9,11 +9,11 @@ The format is specified in FORMAT.md beside this file. Main entry points:
 """
 
 from flexrl.store.catalog import ResolvedVersion, list_datasets, resolve, set_tag
+from flexrl.store.episode import Episode, make_episode
 from flexrl.store.format import Lineage, Manifest, Ref, Schema, parse_ref
 from flexrl.store.maintenance import gc, verify
 from flexrl.store.reader import Dataset, DatasetStats, open_dataset
-from flexrl.store.shard import Episode
-from flexrl.store.writer import ShardWriter, make_episode
+from flexrl.store.writer import ShardWriter
 from flexrl.store.zstore import CorruptShardError
 
 __all__ = [

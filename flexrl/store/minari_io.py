@@ -29,10 +29,10 @@ import numpy as np
 
 from flexrl.errors import FlexrlError
 from flexrl.store.catalog import dataset_paths
+from flexrl.store.episode import Episode, make_episode
 from flexrl.store.format import ArraySpec, Lineage, Manifest
 from flexrl.store.reader import open_dataset
-from flexrl.store.shard import Episode
-from flexrl.store.writer import ShardWriter, make_episode
+from flexrl.store.writer import ShardWriter
 
 GOALS_INFO = "flexrl_goals"
 TASK_OPTION = "flexrl_task"

@@ -16,8 +16,9 @@ import numpy as np
 
 from flexrl.errors import FlexrlError
 from flexrl.store.catalog import ResolvedVersion, dataset_paths, read_manifest, resolve
+from flexrl.store.episode import Episode
 from flexrl.store.format import NO_SEED, Manifest, ShardEntry
-from flexrl.store.shard import Episode, ShardReader
+from flexrl.store.shard import ShardReader
 
 _SHARD_CACHE_SIZE = 512
 _shard_cache: OrderedDict[tuple[str, str, str], ShardReader] = OrderedDict()

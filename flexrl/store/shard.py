@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from zarr.codecs import BloscCodec
 
 from flexrl.errors import FlexrlError
 from flexrl.store import chunkio
+from flexrl.store.episode import Episode
 from flexrl.store.format import (
     EPISODE_ARRAYS,
     NO_SEED,
@@ -28,51 +29,6 @@ from flexrl.store.zstore import CorruptShardError, DigestingStore, VerifyingStor
 COMPRESSIONS = ("lz4", "zstd", "none")
 DEFAULT_CHUNK_BYTES = 1 << 20  # ~1 MiB uncompressed per chunk: small random reads stay cheap
 MAX_CHUNK_STEPS = 1 << 20
-
-
-@dataclass
-class Episode:
-    """One episode as the store hands it out. `observations[t]` is seen before `actions[t]`;
-    `final_observation` is the one after the last step (Minari's observations[T])."""
-
-    observations: np.ndarray
-    final_observation: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminations: np.ndarray
-    truncations: np.ndarray
-    goals: np.ndarray | None = None
-    infos: dict[str, np.ndarray] = field(default_factory=dict)
-    seed: int | None = None
-    task: str | None = None
-    policy: str | None = None
-    index: int = -1  # position in the dataset version it was read from
-
-    @property
-    def length(self) -> int:
-        return len(self.actions)
-
-    @property
-    def episode_return(self) -> float:
-        return float(np.sum(self.rewards, dtype=np.float64))
-
-    def observations_t1(self) -> np.ndarray:
-        """T+1 observations, the last being the final observation (Minari's convention)."""
-        return np.concatenate([self.observations, self.final_observation[None]], axis=0)
-
-    def step_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {
-            "observations": self.observations,
-            "actions": self.actions,
-            "rewards": self.rewards,
-            "terminations": self.terminations,
-            "truncations": self.truncations,
-        }
-        if self.goals is not None:
-            arrays["goals"] = self.goals
-        for key, value in self.infos.items():
-            arrays["infos/" + key] = value
-        return arrays
 
 
 def _codec(compression: str, itemsize: int) -> list[BloscCodec]:

@@ -17,8 +17,7 @@ import pytest
 from flexrl.config import TrainRecipe, load_recipe
 from flexrl.orchestrate.records import SweepStore, TrialStateName
 from flexrl.orchestrate.spec import load_spec
-from flexrl.store import ShardWriter, make_episode
-from flexrl.store.shard import Episode
+from flexrl.store import Episode, ShardWriter, make_episode
 from flexrl.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flexrl.store.shard import Episode
-from flexrl.store.writer import ShardWriter, make_episode
+from flexrl.store import Episode, ShardWriter, make_episode
 
 REPO = Path(__file__).resolve().parents[2]
 OBS_DIM, ACT_DIM = 4, 2

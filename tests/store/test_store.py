@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from flexrl.errors import FlexrlError
-from flexrl.store import open_dataset, resolve
+from flexrl.store import ShardWriter, make_episode, open_dataset, resolve
 from flexrl.store.format import parse_ref
-from flexrl.store.writer import ShardWriter, make_episode
 
 from .conftest import assert_same_episode, random_episode, write_episodes
 
