@@ -55,7 +55,8 @@ def _stats(values: np.ndarray) -> dict[str, Any]:
     if not np.issubdtype(flat.dtype, np.floating):
         flat = flat.astype(np.float64)
     mean = flat.sum(axis=0, dtype=np.float64) / len(flat)
-    dev = flat - mean.astype(flat.dtype)
+    with np.errstate(invalid="ignore"):  # data stored with allow_nonfinite: NaN statistics
+        dev = flat - mean.astype(flat.dtype)
     np.square(dev, out=dev)
     m2 = dev.sum(axis=0, dtype=np.float64)
     return {"count": len(flat), "mean": mean, "m2": m2}

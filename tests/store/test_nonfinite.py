@@ -71,6 +71,8 @@ def test_nonfinite_is_stored_when_allowed(ws: Path, rng) -> None:
     assert np.isnan(open_dataset("walk", ws).episode_returns[0])
 
 
+# The fixture is data only (no env, no author): Minari's metadata reminders are noise here.
+@pytest.mark.filterwarnings("ignore::UserWarning:minari.utils")
 def test_import_refuses_nonfinite_unless_allowed(
     ws: Path, tmp_path: Path, rng, monkeypatch
 ) -> None:
