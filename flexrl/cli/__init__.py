@@ -6,6 +6,7 @@ stderr and exit status 2 (`--debug` anywhere on the line, or FLEXRL_DEBUG=1, sho
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -65,6 +66,18 @@ def _error(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The out-of-space error behind `exc` (itself, or what it was raised from), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return seen
+        if "No space left on device" in str(seen):  # torch's C++ writers wrap it in text
+            return OSError(errno.ENOSPC, str(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("FLEXRL_DEBUG", "") not in ("", "0")
@@ -102,4 +115,12 @@ def main(argv: list[str] | None = None) -> None:
         # stdout goes to /dev/null so the interpreter's final flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)  # 128 + SIGPIPE, the shell's status for a tool killed by the pipe
+    except Exception as e:
+        full = _disk_full(e)
+        if full is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        where = f" writing {full.filename}" if full.filename else ""
+        _error(f"no space left on device{where}: free space and retry", 2)
     sys.exit(code)

@@ -19,6 +19,7 @@ import io
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -104,25 +105,29 @@ class Workspace:
                 break
             except FileExistsError:
                 continue
-        provenance, diff = collect_provenance(argv)
-        if diff:
-            atomic_write_text(run_dir / DIFF_FILE, diff)
-            provenance.code.diff_file = DIFF_FILE
-        atomic_write_json(run_dir / PROVENANCE_FILE, provenance.model_dump(mode="json"))
-        if recipe is not None:
-            atomic_write_text(run_dir / RECIPE_FILE, recipe_to_yaml(recipe))
-        record = RunRecord(
-            id=run_id,
-            kind=kind,
-            name=name,
-            created_at=created.isoformat(timespec="microseconds"),
-            seed=seed,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            inputs=list(inputs),
-        )
-        run = Run(self, record, run_dir)
-        run.save()  # run.json last: a directory without it is a run still being born
+        try:
+            provenance, diff = collect_provenance(argv)
+            if diff:
+                atomic_write_text(run_dir / DIFF_FILE, diff)
+                provenance.code.diff_file = DIFF_FILE
+            atomic_write_json(run_dir / PROVENANCE_FILE, provenance.model_dump(mode="json"))
+            if recipe is not None:
+                atomic_write_text(run_dir / RECIPE_FILE, recipe_to_yaml(recipe))
+            record = RunRecord(
+                id=run_id,
+                kind=kind,
+                name=name,
+                created_at=created.isoformat(timespec="microseconds"),
+                seed=seed,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                inputs=list(inputs),
+            )
+            run = Run(self, record, run_dir)
+            run.save()  # run.json last: a directory without it is a run still being born
+        except BaseException:  # a full disk, say: leave no half-made run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         return run
 
     # -- reading ---------------------------------------------------------------------------
@@ -408,7 +413,7 @@ class Run:
     ) -> None:
         try:
             if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-                self.finish(RunStatus.COMPLETED)
+                self.finish(RunStatus.COMPLETED)  # if this write fails, the run reads as lost
             elif isinstance(exc, KeyboardInterrupt):
                 self.finish(RunStatus.INTERRUPTED, str(exc) or "interrupted by SIGINT")
             else:
@@ -416,6 +421,11 @@ class Run:
                     text = "".join(traceback.format_exception(exc_type, exc, tb))
                     atomic_write_text(self.dir / TRACEBACK_FILE, text)
                 self.finish(RunStatus.FAILED, _describe(exc))
+        except OSError:
+            # Recording how it ended failed too (the disk is full): the run.json on disk still
+            # says running (shown as lost), never completed; the first error is the one to show.
+            if exc is None:
+                raise
         finally:
             if self._previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
