@@ -19,8 +19,11 @@ from typer.exceptions import Abort, Exit, TyperException
 import flexrl
 from flexrl.cli import collect, data, finetune, runs, sweep, train
 from flexrl.cli import eval as eval_cmd
+from flexrl.cli.common import plain_help_labels
 from flexrl.errors import FlexrlError
 from flexrl.workspace import RunInterrupted
+
+plain_help_labels()
 
 app = typer.Typer(
     name="flexrl",

@@ -22,13 +22,17 @@ DatasetOption = Annotated[
     typer.Option(
         "--dataset",
         "-d",
-        help="Dataset reference: name, name@v3 or name@tag (default with "
-        "--resume: the resumed run's).",
+        help="Dataset reference: name, name@v3 or name@tag. Required, unless --resume "
+        "names a run (then that run's dataset).",
     ),
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Recipe YAML file (default with --resume: its recipe)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Recipe YAML file. Required, unless --resume names a run (then its recipe).",
+    ),
 ]
 NameOption = Annotated[
     str | None,

@@ -23,7 +23,9 @@ def train(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", "-c", help="Recipe YAML file (default with --resume: the run's recipe)."
+            "--config",
+            "-c",
+            help="Recipe YAML file. Required, unless --resume names a run (then its recipe).",
         ),
     ] = None,
     name: Annotated[
