@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from flexrl.errors import FlexrlError
 
@@ -82,6 +90,9 @@ class RewardConfig(StrictModel):
     contact_max: float = Field(10.0, ge=0, description="contact cost is clipped here")
 
 
+HUMANOID_ONLY_FIELDS = ("task", "task_weights", "command", "reward", "healthy_z_range")
+
+
 class EnvConfig(StrictModel):
     # A flexrl Humanoid skill, or any gymnasium id with Box spaces (e.g. InvertedPendulum-v5),
     # which then replaces the task.
@@ -101,6 +112,16 @@ class EnvConfig(StrictModel):
     healthy_z_range: Range = (1.0, 2.0)
 
     _z_range_ordered = field_validator("healthy_z_range")(_check_range)
+
+    @model_serializer(mode="wrap")
+    def _only_fields_that_apply(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A gymnasium env (`id`) has none of the Humanoid task, command and reward settings:
+        a saved recipe leaves them out rather than list values nothing reads."""
+        data = handler(self)
+        if self.id is not None:
+            for key in HUMANOID_ONLY_FIELDS:
+                data.pop(key, None)
+        return data
 
     @field_validator("task_weights")
     @classmethod
