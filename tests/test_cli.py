@@ -57,7 +57,7 @@ def test_bad_recipes_exit_2_naming_the_key(cli, workspace, tmp_path):
 
 
 def test_usage_errors_are_one_line(cli):
-    assert_one_line_error(cli("train"), "Missing option '--config'", "flexrl train --help")
+    assert_one_line_error(cli("train"), "--config is required", "unless --resume")
     assert_one_line_error(cli("runs", "ls", "--status", "weird"), "--status")
     assert_one_line_error(cli("nonsense"), "No such command")
 
