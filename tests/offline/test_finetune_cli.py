@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -212,3 +213,27 @@ def test_help_lists_both_commands(tmp_path) -> None:
     result = flexrl(tmp_path, "finetune", "--help")
     assert result.returncode == 0
     assert "bc" in result.stdout and "dt" in result.stdout
+
+
+def test_dt_evaluation_records_the_target_return(tmp_path) -> None:
+    """A DT's score depends on the return it is conditioned on: eval shows and records it."""
+    ws = tmp_path / "ws"
+    collected = flexrl(
+        ws, "collect", "--policy", "random", "--env-id", "InvertedPendulum-v5",
+        "--dataset", "pend", "--episodes", "6",
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    trained = finetune(ws, "dt", "--dataset", "pend", "--name", "dt", "--set", "train.max_steps=5")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (policy,) = outputs(Workspace(ws).resolve_run("dt"), "policy")
+    best = torch.load(ws / policy.ref, weights_only=True)["target_return"]  # the data's best
+
+    report = flexrl(ws, "eval", "dt", "--episodes", "1", "--json")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert json.loads(report.stdout)["settings"]["target_return"] == pytest.approx(best)
+    table = flexrl(ws, "eval", "dt", "--episodes", "1", "--target-return", "7.5")
+    assert table.returncode == 0, table.stderr[-3000:]
+    assert "target return 7.5" in " ".join(table.stdout.split())  # the title may wrap
+    (recorded,) = [r for r in Workspace(ws).list_runs() if r.kind == "eval"][-1:]
+    eval_json = next(a for a in recorded.outputs if a.role == "metrics")
+    assert json.loads((ws / eval_json.ref).read_text())["settings"]["target_return"] == 7.5
