@@ -1,7 +1,10 @@
 """The `flexrl` command. Each command group lives in its own module and is registered here.
 
 Bad input never shows a traceback: FlexrlError and click's usage errors become one line on
-stderr and exit status 2 (`--debug` anywhere on the line, or FLEXRL_DEBUG=1, shows it).
+stderr and exit status 2 (`--debug` anywhere on the line, or FLEXRL_DEBUG=1, shows it). So does
+a full disk, wherever it strikes: `error: no space left on device writing PATH: free space and
+retry`, exit 2 (retrying on the same volume cannot help); a run it hits is recorded `failed`, or
+is left `running` (shown as lost) when even that record no longer fits, never `completed`.
 """
 
 from __future__ import annotations
