@@ -76,6 +76,9 @@ DRIVER = textwrap.dedent(
     import json, subprocess, sys
     from pathlib import Path
     ws = Path(sys.argv[1])
+    if sys.argv[2] == "finetune":  # its dataset goes on the small disk first
+        from tests.offline.conftest import write_dataset
+        write_dataset(ws, "walk")
     result = subprocess.run([sys.executable, "-m", "flexrl", *sys.argv[2:], "-w", str(ws)],
                             capture_output=True, text=True)
     runs = {p.name: (json.loads((p / "run.json").read_text())["status"]
@@ -135,3 +138,20 @@ def test_a_full_disk_during_training_fails_the_run_in_one_line(tmp_path):
     )
     (status,) = out["runs"].values()
     assert status == "failed"  # recorded as failed, never completed
+
+
+def test_a_full_disk_in_a_lightning_checkpoint_names_it_in_one_line(tmp_path):
+    # The dataset and the run fit in 1 MiB; Lightning's first checkpoint (~3 MB) does not.
+    out = run_on_tiny_disk(
+        tmp_path, "1m", "finetune", "dt", "--config", "recipes/finetune_dt.yaml",
+        "--dataset", "walk", "--no-progress", "--set", "train.max_steps=4",
+        "--set", "train.steps_per_epoch=2", "--set", "train.batch_size=4",
+        "--set", "train.val_batches=1", "--set", "dt.hidden_size=256",
+    )  # fmt: skip
+    assert out["rc"] == 2, out["stderr"]
+    assert "Traceback" not in out["stderr"]
+    last = out["stderr"].strip().splitlines()[-1]
+    assert last.startswith("error: no space left on device writing ") and last.endswith(
+        ".ckpt: free space and retry"
+    ), last  # the checkpoint that did not fit, not the run record that then failed too
+    assert "completed" not in out["runs"].values()

@@ -73,15 +73,19 @@ def _error(message: str, code: int = 2) -> None:
 
 
 def _disk_full(exc: BaseException) -> OSError | None:
-    """The out-of-space error behind `exc` (itself, or what it was raised from), if any."""
+    """The first out-of-space error behind `exc` (it, or what it was raised from or during)
+    that names a file, else the first: later ones (a run recording that it failed, a close
+    flushing again) only follow from it."""
+    found: list[OSError] = []
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return seen
-        if "No space left on device" in str(seen):  # torch's C++ writers wrap it in text
-            return OSError(errno.ENOSPC, str(seen))
+            found.append(seen)
+        elif "No space left on device" in str(seen):  # torch's C++ writers wrap it in text
+            found.append(OSError(errno.ENOSPC, str(seen)))
         seen = seen.__cause__ or seen.__context__
-    return None
+    named = [e for e in found if e.filename]
+    return (named or found or [None])[-1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if debug:
             traceback.print_exc()
-        where = f" writing {full.filename}" if full.filename else ""
+        path = full.filename2 or full.filename  # a copy's (src, dst): the destination
+        where = f" writing {path}" if path else ""
         _error(f"no space left on device{where}: free space and retry", 2)
     sys.exit(code)
