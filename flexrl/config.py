@@ -9,18 +9,41 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from flexrl.errors import FlexrlError
 
 
 class StrictModel(BaseModel):
-    """Base of every recipe section: unknown keys are errors, assignments are validated."""
+    """Base of every recipe section: unknown keys are errors, assignments are validated, and
+    no float may be NaN or infinite (an infinite learning rate or clip is never meant)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# Seeds reach numpy's legacy RNG (< 2**32), torch (< 2**64) and gymnasium, plus offsets (env i
+# gets seed + i, episode k seed + k): below 2**31 every one of them takes it, offsets included.
+SEED_MAX = 2**31 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX, description=f"0 to {SEED_MAX}")]
+# torch.set_num_threads(100000) crashes the process; 1024 is more than any machine here has.
+TORCH_THREADS_MAX = 1024
+TorchThreads = Annotated[
+    int,
+    Field(ge=1, le=TORCH_THREADS_MAX, description="torch threads on CPU; 1 suits small models"),
+]
+# Layer widths of an MLP: at least one layer, each 1 to 8192 units.
+HiddenSizes = Annotated[list[Annotated[int, Field(ge=1, le=8192)]], Field(min_length=1)]
 
 
 Task = Literal["walk_forward", "turn_left", "turn_right", "goal"]
@@ -67,6 +90,9 @@ class RewardConfig(StrictModel):
     contact_max: float = Field(10.0, ge=0, description="contact cost is clipped here")
 
 
+HUMANOID_ONLY_FIELDS = ("task", "task_weights", "command", "reward", "healthy_z_range")
+
+
 class EnvConfig(StrictModel):
     # A flexrl Humanoid skill, or any gymnasium id with Box spaces (e.g. InvertedPendulum-v5),
     # which then replaces the task.
@@ -86,6 +112,16 @@ class EnvConfig(StrictModel):
     healthy_z_range: Range = (1.0, 2.0)
 
     _z_range_ordered = field_validator("healthy_z_range")(_check_range)
+
+    @model_serializer(mode="wrap")
+    def _only_fields_that_apply(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A gymnasium env (`id`) has none of the Humanoid task, command and reward settings:
+        a saved recipe leaves them out rather than list values nothing reads."""
+        data = handler(self)
+        if self.id is not None:
+            for key in HUMANOID_ONLY_FIELDS:
+                data.pop(key, None)
+        return data
 
     @field_validator("task_weights")
     @classmethod
@@ -115,7 +151,7 @@ class PPOConfig(StrictModel):
     vf_coef: float = Field(0.5, ge=0)
     max_grad_norm: float = Field(0.5, gt=0)
     target_kl: float | None = None
-    hidden_sizes: list[int] = Field(default_factory=lambda: [256, 256])
+    hidden_sizes: HiddenSizes = Field(default_factory=lambda: [256, 256])
     # Running normalisation (CleanRL's NormalizeObservation / NormalizeReward wrappers), kept in
     # the learner so its statistics are saved in checkpoints. Rewards are divided by the running
     # std of the discounted return; both are clipped to +-clip_*.
@@ -131,8 +167,8 @@ class TrainRecipe(StrictModel):
     """`flexrl train --config RECIPE`: online PPO on a Humanoid skill."""
 
     name: str = "ppo"
-    seed: int = 0
-    torch_threads: int = Field(1, ge=1, description="torch threads on CPU; 1 suits small models")
+    seed: Seed = 0
+    torch_threads: TorchThreads = 1
     env: EnvConfig = Field(default_factory=EnvConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
 
@@ -147,6 +183,13 @@ def load_recipe(path: str | Path, model: type[M], overrides: list[str] | tuple[s
         raise FlexrlError(f"recipe not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise FlexrlError(
+            f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+            "save the recipe as UTF-8"
+        ) from None
+    except OSError as e:
+        raise FlexrlError(f"cannot read recipe {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -261,7 +304,7 @@ class OfflineTrainConfig(StrictModel):
     grad_clip: float | None = Field(0.25, gt=0)
     log_every_n_steps: int = Field(50, ge=1)
     accelerator: str = Field("auto", description="Lightning accelerator: auto uses CUDA if present")
-    torch_threads: int = Field(1, ge=1, description="torch threads on CPU; 1 suits small models")
+    torch_threads: TorchThreads = 1
 
 
 class BCTrainConfig(OfflineTrainConfig):
@@ -277,7 +320,7 @@ class DTTrainConfig(OfflineTrainConfig):
 
 
 class BCConfig(StrictModel):
-    hidden_sizes: list[int] = Field(default_factory=lambda: [256, 256])
+    hidden_sizes: HiddenSizes = Field(default_factory=lambda: [256, 256])
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
@@ -301,7 +344,7 @@ class FinetuneBCRecipe(StrictModel):
     """`flexrl finetune bc`: behaviour cloning from a dataset version."""
 
     name: str = "bc"
-    seed: int = 0
+    seed: Seed = 0
     data: OfflineDataConfig = Field(default_factory=OfflineDataConfig)
     train: BCTrainConfig = Field(default_factory=BCTrainConfig)
     bc: BCConfig = Field(default_factory=BCConfig)
@@ -313,7 +356,7 @@ class FinetuneDTRecipe(StrictModel):
     """`flexrl finetune dt`: a goal-conditioned Decision Transformer from a dataset version."""
 
     name: str = "dt"
-    seed: int = 0
+    seed: Seed = 0
     data: OfflineDataConfig = Field(default_factory=OfflineDataConfig)
     train: DTTrainConfig = Field(default_factory=DTTrainConfig)
     dt: DTConfig = Field(default_factory=DTConfig)

@@ -129,6 +129,7 @@ class PolicySource:
     make_actor: Callable[[bool], Actor]  # deterministic -> a fresh actor
     run: RunRecord | None = None  # the run SOURCE named, if it was a run
     global_step: int | None = None  # env steps of training behind the checkpoint
+    target_return: float | None = None  # DT only: the return its actors are conditioned on
 
 
 def resolve_source(workspace: Workspace, source: str) -> tuple[Path, Artifact, RunRecord | None]:
@@ -218,6 +219,9 @@ def _offline_source(
     if kind == "bc" and target_return is not None:
         raise FlexrlError("--target-return applies to Decision Transformer policies only")
 
+    if kind == "dt" and target_return is None:
+        target_return = float(data["target_return"])
+
     def make_actor(deterministic: bool) -> Actor:
         return DTActor(data, target_return) if kind == "dt" else BCActor(data)
 
@@ -230,6 +234,7 @@ def _offline_source(
         make_actor=make_actor,
         run=record,
         global_step=int(data.get("global_step", 0)),
+        target_return=target_return,
     )
 
 
@@ -615,6 +620,9 @@ class EvalOutcome:
     def to_json(self) -> dict[str, Any]:
         """What `flexrl eval --json` prints and the run's eval.json holds."""
         env = self.source.env
+        report = self.report.to_json()
+        if self.source.target_return is not None:  # what a DT's score depends on
+            report["settings"]["target_return"] = self.source.target_return
         return {
             "run": self.run_id,
             "source": {
@@ -625,7 +633,7 @@ class EvalOutcome:
                 "global_step": self.source.global_step,
             },
             "env": env.id or "humanoid",
-            **self.report.to_json(),
+            **report,
             "video": None
             if self.video is None
             else {

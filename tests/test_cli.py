@@ -57,7 +57,7 @@ def test_bad_recipes_exit_2_naming_the_key(cli, workspace, tmp_path):
 
 
 def test_usage_errors_are_one_line(cli):
-    assert_one_line_error(cli("train"), "Missing option '--config'", "flexrl train --help")
+    assert_one_line_error(cli("train"), "--config is required", "unless --resume")
     assert_one_line_error(cli("runs", "ls", "--status", "weird"), "--status")
     assert_one_line_error(cli("nonsense"), "No such command")
 
@@ -127,3 +127,26 @@ def test_a_reader_that_stops_early_gets_no_traceback():
             timeout=60,
         )
         assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_help_labels(cli):
+    """Flags take no value, so they show none (typer labels them `<bool>`); arguments read as
+    SOURCE; ranges and conditionally required options say so."""
+    result = cli("eval", "--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    assert "<bool>" not in result.stdout and "{source}" not in result.stdout
+    assert "flexrl eval [OPTIONS] SOURCE" in result.stdout
+    collect = cli("collect", "--help", env={"COLUMNS": "200"}).stdout
+    assert "--episodes" in collect and "x>=1" in collect
+    for command in (["finetune", "bc"], ["finetune", "dt"], ["train"]):
+        text = cli(*command, "--help", env={"COLUMNS": "200"}).stdout
+        assert "Required, unless --resume" in text, command
+
+
+def test_runs_ls_prints_counts_as_counts(cli, workspace):
+    with Workspace(workspace).start_run("collect", "counts") as run:
+        run.log_metrics(30720, {"steps": 30720, "episodes": 30, "return": 152.81234})
+    result = cli("runs", "ls", "--workspace", str(workspace), env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "steps=30,720" in result.stdout and "episodes=30" in result.stdout
+    assert "return=152.8" in result.stdout and "e+0" not in result.stdout

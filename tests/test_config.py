@@ -85,3 +85,32 @@ def test_override_into_a_value_is_refused():
     with pytest.raises(FlexrlError, match="seed is a value, not a section"):
         apply_override(raw, "seed.x=2")
     assert raw == {"seed": 1}
+
+
+def test_a_gymnasium_env_saves_only_the_fields_that_apply():
+    """InvertedPendulum has no Humanoid task, command or reward: its saved recipe omits them
+    (they were listed with Humanoid defaults), and it still loads back the same."""
+    pendulum = load_recipe(REPO / "recipes" / "quickstart.yaml", TrainRecipe)
+    saved = yaml.safe_load(recipe_to_yaml(pendulum))
+    assert set(saved["env"]) == {"id", "num_envs", "vectorization", "max_episode_steps"}
+    assert TrainRecipe.model_validate(saved) == pendulum
+    humanoid = load_recipe(REPO / "recipes" / "humanoid_walk_forward.yaml", TrainRecipe)
+    assert {"task", "command", "reward"} <= set(yaml.safe_load(recipe_to_yaml(humanoid))["env"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=-1", "greater than or equal to 0"),
+        (f"seed={2**31}", "less than or equal to 2147483647"),
+        ("torch_threads=1025", "less than or equal to 1024"),
+        ("ppo.hidden_sizes=[]", "at least 1 item"),
+        ("ppo.hidden_sizes=[64, 0]", "ppo.hidden_sizes.1"),
+        ("ppo.gamma=.nan", "finite number"),
+        ("env.healthy_z_range=[1.0, .inf]", "finite number"),
+    ],
+)
+def test_values_no_run_can_use_are_refused(override, message):
+    with pytest.raises(FlexrlError, match=message.replace(".", r"\.")):
+        load_recipe(REPO / "recipes" / "quickstart.yaml", TrainRecipe, [override])
+    assert load_recipe(REPO / "recipes" / "quickstart.yaml", TrainRecipe, [f"seed={2**31 - 1}"])

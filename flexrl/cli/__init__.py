@@ -1,11 +1,15 @@
 """The `flexrl` command. Each command group lives in its own module and is registered here.
 
 Bad input never shows a traceback: FlexrlError and click's usage errors become one line on
-stderr and exit status 2 (`--debug` anywhere on the line, or FLEXRL_DEBUG=1, shows it).
+stderr and exit status 2 (`--debug` anywhere on the line, or FLEXRL_DEBUG=1, shows it). So does
+a full disk, wherever it strikes: `error: no space left on device writing PATH: free space and
+retry`, exit 2 (retrying on the same volume cannot help); a run it hits is recorded `failed`, or
+is left `running` (shown as lost) when even that record no longer fits, never `completed`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -18,8 +22,11 @@ from typer.exceptions import Abort, Exit, TyperException
 import flexrl
 from flexrl.cli import collect, data, finetune, runs, sweep, train
 from flexrl.cli import eval as eval_cmd
+from flexrl.cli.common import plain_help_labels
 from flexrl.errors import FlexrlError
 from flexrl.workspace import RunInterrupted
+
+plain_help_labels()
 
 app = typer.Typer(
     name="flexrl",
@@ -65,6 +72,22 @@ def _error(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The first out-of-space error behind `exc` (it, or what it was raised from or during)
+    that names a file, else the first: later ones (a run recording that it failed, a close
+    flushing again) only follow from it."""
+    found: list[OSError] = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            found.append(seen)
+        elif "No space left on device" in str(seen):  # torch's C++ writers wrap it in text
+            found.append(OSError(errno.ENOSPC, str(seen)))
+        seen = seen.__cause__ or seen.__context__
+    named = [e for e in found if e.filename]
+    return (named or found or [None])[-1]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("FLEXRL_DEBUG", "") not in ("", "0")
@@ -102,4 +125,13 @@ def main(argv: list[str] | None = None) -> None:
         # stdout goes to /dev/null so the interpreter's final flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)  # 128 + SIGPIPE, the shell's status for a tool killed by the pipe
+    except Exception as e:
+        full = _disk_full(e)
+        if full is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        path = full.filename2 or full.filename  # a copy's (src, dst): the destination
+        where = f" writing {path}" if path else ""
+        _error(f"no space left on device{where}: free space and retry", 2)
     sys.exit(code)

@@ -24,7 +24,7 @@ def collect(
     dataset: Annotated[
         str, typer.Option("--dataset", "-d", help="Dataset name; the collection is a new version.")
     ],
-    episodes: Annotated[int, typer.Option("--episodes", "-n", help="Episodes to collect.")],
+    episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Episodes to collect.")],
     task: Annotated[
         str | None,
         typer.Option(help="Collect in this Humanoid task (walk_forward, turn_left, ...)."),

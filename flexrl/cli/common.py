@@ -47,3 +47,23 @@ def print_fields(rows: list[tuple[str, str]]) -> None:
 
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def plain_help_labels() -> None:
+    """typer >= 0.25 labels every parameter with its Python type, so a flag reads `--json
+    <bool>` as if it took a value and the usage line shows `{source}`. Show flags bare and
+    arguments as SOURCE (optional ones as [SOURCE]), as click and git do."""
+    from typer.core import TyperArgument, TyperOption
+
+    option_type = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else option_type(self, ctx)
+
+    def usage_name(self: TyperArgument) -> str:
+        name = (self.metavar or self.name or "").upper()
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperArgument._usage_display_name = usage_name  # type: ignore[method-assign]

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from flexrl import evaluation
 from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.config import SEED_MAX
 from flexrl.errors import FlexrlError
 from flexrl.workspace import Workspace
 
@@ -31,7 +32,9 @@ def eval_command(
         bool,
         typer.Option("--deterministic/--stochastic", help="Act with the policy's mean, or sample."),
     ] = True,
-    seed: Annotated[int, typer.Option(help="Seeds the episodes and the policy.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=SEED_MAX, help="Seeds the episodes and the policy.")
+    ] = 0,
     video: Annotated[
         Path | None,
         typer.Option(help="Render the first episode offscreen into this .mp4 (MUJOCO_GL=egl)."),
@@ -74,9 +77,11 @@ def _print_table(outcome: evaluation.EvalOutcome) -> None:
     report, humanoid = outcome.report, evaluation.is_humanoid(outcome.source.env)
     n = report.settings.episodes
     mode = "deterministic" if report.settings.deterministic else "stochastic"
+    target = outcome.source.target_return
+    target = "" if target is None else f", target return {target:g}"
     table = Table(
         title=f"{outcome.source.name}: {n} {mode} episode{'s' if n != 1 else ''} per task, "
-        f"seed {report.settings.seed}",
+        f"seed {report.settings.seed}{target}",
         header_style="bold",
     )
     table.add_column("task")

@@ -22,15 +22,22 @@ DatasetOption = Annotated[
     typer.Option(
         "--dataset",
         "-d",
-        help="Dataset reference: name, name@v3 or name@tag (default with "
-        "--resume: the resumed run's).",
+        help="Dataset reference: name, name@v3 or name@tag. Required, unless --resume "
+        "names a run (then that run's dataset).",
     ),
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Recipe YAML file (default with --resume: its recipe)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Recipe YAML file. Required, unless --resume names a run (then its recipe).",
+    ),
 ]
-NameOption = Annotated[str | None, typer.Option(help="Run name (default: the recipe's name).")]
+NameOption = Annotated[
+    str | None,
+    typer.Option(help="Run name (default: the recipe's name; with --resume, the run's)."),
+]
 InitOption = Annotated[
     str | None,
     typer.Option(
@@ -108,9 +115,11 @@ def _finetune(
                 f"--resume: run {resumed.id} is a {resumed.kind} run, not finetune-{kind}"
             )
         last = _output(resumed, "last")
-        last_ckpt = None if last is None else ws.root / last.ref
-        if last_ckpt is None or not last_ckpt.is_file():
+        if last is None:
             raise FlexrlError(f"--resume: run {resumed.id} has no last checkpoint")
+        last_ckpt = ws.artifact_path(resumed, last)  # present and unchanged since recorded
+        resume_step = _checkpoint_step(last_ckpt)
+        name = name or resumed.name  # `eval NAME` then finds the run that continued
         if config is None:
             config = ws.run_dir(resumed.id) / "recipe.yaml"
         if dataset is None:
@@ -162,6 +171,8 @@ def _finetune(
         f"finetune-{kind}", name or recipe.name, recipe=recipe, seed=recipe.seed, inputs=inputs
     ) as run:
         console.print(f"run [bold]{run.id}[/bold] in {run.dir}")
+        if resumed is not None:
+            run.continue_metrics(resumed, resume_step)  # one history up to where this goes on
         module, data = build(kind, recipe, version.ref, workspace)  # type: ignore[arg-type]
         if init_policy is not None:
             init_weights_from(module, init_policy)
@@ -177,6 +188,19 @@ def _finetune(
         summary = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.metrics.items()))
         console.print(f"step {result.global_step}: {summary}")
     console.print(f"[green]completed[/green] {run.id}")
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The optimizer step a Lightning checkpoint was taken at; it must load (weights only)."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    except Exception as e:  # torch's unpickling errors span many lines; the CLI shows one
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise FlexrlError(
+            f"--resume: {path} is not a readable checkpoint ({type(e).__name__}: {first})"
+        ) from None
 
 
 def _record_checkpoints(run: Run) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import sys
 from typing import Annotated
 
@@ -228,4 +229,13 @@ BOOKKEEPING_METRICS = {"global_step", "learning_rate", "SPS"}
 def _metrics_summary(metrics: dict[str, float], n: int = 3) -> str:
     headline = [k for k in HEADLINE_METRICS if k in metrics]
     rest = [k for k in metrics if k not in headline and k not in BOOKKEEPING_METRICS]
-    return ", ".join(f"{k}={metrics[k]:.4g}" for k in (headline + rest)[:n])
+    return ", ".join(f"{k}={_number(metrics[k])}" for k in (headline + rest)[:n])
+
+
+def _number(value: float) -> str:
+    """Counts as counts (steps=30,720, not 3.072e+04); other values to 4 significant digits."""
+    if not math.isfinite(value):
+        return str(value)
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"

@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 
 from flexrl.cli.common import DEFAULT_WORKSPACE, WorkspaceOption, console
-from flexrl.config import TrainRecipe, load_recipe
+from flexrl.config import SEED_MAX, TrainRecipe, load_recipe
+from flexrl.errors import FlexrlError
 from flexrl.workspace import Workspace
+from flexrl.workspace.runs import RECIPE_FILE
 
 SetOption = Annotated[
     list[str] | None,
@@ -18,12 +20,29 @@ SetOption = Annotated[
 
 
 def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Recipe YAML file.")],
-    name: Annotated[str | None, typer.Option(help="Run name (default: the recipe's name).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (default: the recipe's seed).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Recipe YAML file. Required, unless --resume names a run (then its recipe).",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Run name (default: the recipe's name; with --resume, the run's)."),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(min=0, max=SEED_MAX, help="Seed (default: the recipe's seed)."),
+    ] = None,
     overrides: SetOption = None,
     resume: Annotated[
-        str | None, typer.Option(help="Continue a run from its last checkpoint.")
+        str | None,
+        typer.Option(
+            help="Continue a train run from its last checkpoint, as a new run of the same name "
+            "that holds the whole metrics history (the interrupted run stays as it is)."
+        ),
     ] = None,
     record_to: Annotated[
         str | None,
@@ -38,10 +57,25 @@ def train(
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Train a PPO policy from a recipe; run, metrics and checkpoints go to the workspace."""
-    recipe = load_recipe(config, TrainRecipe, overrides or [])
-    if seed is not None:
-        recipe.seed = seed
     ws = Workspace(workspace)
+    # Everything that can be wrong with the input is checked before a run is recorded.
+    resumed = ws.resolve_run(resume) if resume else None
+    if resumed is not None:
+        if resumed.kind != "train":
+            raise FlexrlError(f"--resume: run {resumed.id} is a {resumed.kind} run, not train")
+        from flexrl.rl.checkpoint import load_checkpoint, run_checkpoint
+
+        load_checkpoint(run_checkpoint(ws, resumed)[0])  # present, unchanged and readable
+        if config is None:
+            config = ws.run_dir(resumed.id) / RECIPE_FILE
+        name = name or resumed.name  # `eval NAME` then finds the run that continued
+    if config is None:
+        raise FlexrlError(
+            "--config is required (a recipe YAML, e.g. recipes/quickstart.yaml), "
+            "unless --resume names a run"
+        )
+    seed_override = [] if seed is None else [f"seed={seed}"]
+    recipe = load_recipe(config, TrainRecipe, [*(overrides or []), *seed_override])
     if record_to is not None:  # refuse a bad target before a run exists
         from flexrl.collection import check_dataset_name, probe_env
         from flexrl.rl.replay import check_record_target
@@ -52,13 +86,14 @@ def train(
         check_record_target(ShardWriter(record_to, ws.root), observation_shape)
     from flexrl.rl import train_ppo  # torch and mujoco load only for commands that need them
 
-    resume_from = resume and ws.resolve_run(resume)
     with ws.start_run("train", name or recipe.name, recipe=recipe, seed=recipe.seed) as run:
         console.print(f"run [bold]{run.id}[/bold] in {run.dir}")
+        if resumed is not None:
+            console.print(f"continuing {resumed.id}")
         train_ppo(
             recipe,
             run,
-            resume_from=resume_from,
+            resume_from=resumed,
             record_to=record_to,
             record_every=record_every,
         )

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from flexrl.config import OfflineTrainConfig
+from flexrl.errors import FlexrlError
 from flexrl.offline.datamodule import DatasetInfo
 
 
@@ -111,6 +112,11 @@ class OfflinePolicyModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
+        if not torch.isfinite(loss):  # stop before NaN reaches the weights and checkpoints
+            raise FlexrlError(
+                f"{self.kind.upper()} diverged at step {self.global_step}: the loss is "
+                f"{loss.item()} (try a lower train.learning_rate); the run failed"
+            )
         self.log("loss", loss, prog_bar=True, batch_size=len(batch["actions"]))
         return loss
 

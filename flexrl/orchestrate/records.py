@@ -198,11 +198,11 @@ class SweepStore:
         atomic_write_json(self.dir(record.id) / "sweep.json", record.model_dump(mode="json"))
 
     def load(self, sweep_id: str) -> SweepRecord:
-        path = self.dir(sweep_id) / "sweep.json" if NAME_RE.match(sweep_id) else None
+        path = self.dir(sweep_id) / "sweep.json" if NAME_RE.fullmatch(sweep_id) else None
         if path is None or not path.is_file():
             known = self.list_ids()
             matches = (
-                [k for k in known if k.startswith(sweep_id)] if NAME_RE.match(sweep_id) else []
+                [k for k in known if k.startswith(sweep_id)] if NAME_RE.fullmatch(sweep_id) else []
             )
             if len(matches) == 1:
                 return self.load(matches[0])

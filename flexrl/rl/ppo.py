@@ -344,6 +344,11 @@ def train_ppo(
                     entropy_loss = entropy.mean()
                     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
 
+                    if not torch.isfinite(loss):  # stop before NaN reaches the weights
+                        raise FlexrlError(
+                            f"PPO diverged at update {update}: the loss is {loss.item()} "
+                            "(try a lower ppo.learning_rate or max_grad_norm); the run failed"
+                        )
                     optimizer.zero_grad()
                     loss.backward()
                     nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -428,9 +433,11 @@ def _save_checkpoint(run: Run, data: bytes, role: str) -> Path:
 
 
 def _load_resume_state(run: Run, old: RunRecord) -> tuple[dict[str, Any], Path]:
-    """Read the old run's newest checkpoint and record both as inputs of this run."""
+    """Read the old run's newest checkpoint, record both as inputs of this run, and start its
+    metrics with the old run's up to the checkpoint."""
     path, artifact = ckpt.run_checkpoint(run.workspace, old)
     state = ckpt.load_checkpoint(path)
     run.add_input(Artifact(kind=ArtifactKind.RUN, ref=old.id, role="resume"))
     run.add_input(artifact.model_copy(update={"role": "resume"}))
+    run.continue_metrics(old, state["global_step"])  # one history up to where this run goes on
     return state, path

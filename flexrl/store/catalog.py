@@ -172,4 +172,4 @@ def list_datasets(workspace: str | Path | None = None) -> list[str]:
         names = os.listdir(root)
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if NAME_RE.match(n) and (root / n).is_dir())
+    return sorted(n for n in names if NAME_RE.fullmatch(n) and (root / n).is_dir())

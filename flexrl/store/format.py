@@ -67,7 +67,7 @@ def digest_bytes(data: bytes | memoryview) -> str:
 
 
 def check_name(name: str, what: str = "dataset name") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise FlexrlError(
             f"invalid {what} {name!r}: use 1-64 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -77,7 +77,7 @@ def check_name(name: str, what: str = "dataset name") -> str:
 
 def check_tag(tag: str) -> str:
     check_name(tag, "tag")
-    if VERSION_RE.match(tag):
+    if VERSION_RE.fullmatch(tag):
         raise FlexrlError(f"invalid tag {tag!r}: v<N> is reserved for version numbers")
     return tag
 
@@ -103,7 +103,7 @@ def parse_ref(ref: str) -> Ref:
     check_name(name)
     if not _:
         return Ref(name)
-    match = VERSION_RE.match(suffix)
+    match = VERSION_RE.fullmatch(suffix)
     if match:
         version = int(match[1])
         if version < 1:
@@ -161,7 +161,7 @@ class DatasetPaths:
             names = os.listdir(self.versions)
         except FileNotFoundError:
             return []
-        return sorted(int(m[1]) for n in names if (m := VERSION_FILE_RE.match(n)))
+        return sorted(int(m[1]) for n in names if (m := VERSION_FILE_RE.fullmatch(n)))
 
 
 def new_shard_id() -> str:

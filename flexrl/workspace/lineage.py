@@ -194,5 +194,5 @@ def _dataset_matches(node: LineageNode, target: str) -> bool:
 
 
 def _dataset_version(ref: str) -> int:
-    match = DATASET_VERSION_RE.match(ref)
+    match = DATASET_VERSION_RE.fullmatch(ref)
     return int(match["version"]) if match else -1

@@ -19,8 +19,10 @@ import io
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -64,7 +66,7 @@ def utc_now() -> str:
 
 
 def check_name(name: str, what: str = "run name") -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise FlexrlError(
             f"invalid {what} {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -103,25 +105,29 @@ class Workspace:
                 break
             except FileExistsError:
                 continue
-        provenance, diff = collect_provenance(argv)
-        if diff:
-            atomic_write_text(run_dir / DIFF_FILE, diff)
-            provenance.code.diff_file = DIFF_FILE
-        atomic_write_json(run_dir / PROVENANCE_FILE, provenance.model_dump(mode="json"))
-        if recipe is not None:
-            atomic_write_text(run_dir / RECIPE_FILE, recipe_to_yaml(recipe))
-        record = RunRecord(
-            id=run_id,
-            kind=kind,
-            name=name,
-            created_at=created.isoformat(timespec="microseconds"),
-            seed=seed,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            inputs=list(inputs),
-        )
-        run = Run(self, record, run_dir)
-        run.save()  # run.json last: a directory without it is a run still being born
+        try:
+            provenance, diff = collect_provenance(argv)
+            if diff:
+                atomic_write_text(run_dir / DIFF_FILE, diff)
+                provenance.code.diff_file = DIFF_FILE
+            atomic_write_json(run_dir / PROVENANCE_FILE, provenance.model_dump(mode="json"))
+            if recipe is not None:
+                atomic_write_text(run_dir / RECIPE_FILE, recipe_to_yaml(recipe))
+            record = RunRecord(
+                id=run_id,
+                kind=kind,
+                name=name,
+                created_at=created.isoformat(timespec="microseconds"),
+                seed=seed,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                inputs=list(inputs),
+            )
+            run = Run(self, record, run_dir)
+            run.save()  # run.json last: a directory without it is a run still being born
+        except BaseException:  # a full disk, say: leave no half-made run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         return run
 
     # -- reading ---------------------------------------------------------------------------
@@ -136,21 +142,21 @@ class Workspace:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            record = self._read_record(Path(entry.path))
+            record = self._read_record(Path(entry.path), skip_damaged=True)
             if record is not None:
                 records.append(record)
         records.sort(key=lambda r: r.created_at)
         return records
 
     def load_run(self, run_id: str) -> RunRecord:
-        record = self._read_record(self.runs_dir / run_id) if NAME_RE.match(run_id) else None
+        record = self._read_record(self.runs_dir / run_id) if NAME_RE.fullmatch(run_id) else None
         if record is None:
             raise FlexrlError(f"unknown run: {run_id!r} (see `flexrl runs ls`)")
         return record
 
     def resolve_run(self, ref: str) -> RunRecord:
         """A run by id, by unique id prefix, or by name (the latest run of that name)."""
-        if NAME_RE.match(ref):
+        if NAME_RE.fullmatch(ref):
             exact = self._read_record(self.runs_dir / ref)
             if exact is not None:
                 return exact
@@ -216,18 +222,36 @@ class Workspace:
         except (FileNotFoundError, ValidationError):
             return None
 
-    def _read_record(self, run_dir: Path) -> RunRecord | None:
+    def _read_record(self, run_dir: Path, *, skip_damaged: bool = False) -> RunRecord | None:
+        """The run's record; None where there is none. A damaged run.json is an error, or with
+        `skip_damaged` (listings) a warning, so one bad file cannot hide every other run."""
+        path = run_dir / RUN_FILE
         try:
-            record = RunRecord.model_validate_json((run_dir / RUN_FILE).read_bytes())
+            record = RunRecord.model_validate_json(path.read_bytes())
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except ValidationError as e:
-            raise FlexrlError(
-                f"{run_dir / RUN_FILE}: not a valid run record ({e.error_count()} errors)"
-            ) from None
+        except (ValidationError, OSError) as e:
+            why = f"{e.error_count()} errors" if isinstance(e, ValidationError) else e.strerror
+            message = f"{path}: not a valid run record ({why})"
+            if not skip_damaged:
+                raise FlexrlError(f"{message}; repair it or move its run directory away") from None
+            if path not in _warned:
+                _warned.add(path)
+                sys.stderr.write(f"warning: skipping {message}\n")
+            return None
         if record.status == RunStatus.RUNNING and _process_gone(record.host, record.pid):
             record.status = RunStatus.LOST
         return record
+
+
+def _step_of(row: dict[str, str]) -> int | None:
+    try:
+        return int(row["step"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+_warned: set[Path] = set()  # damaged records already reported by this process
 
 
 def _process_gone(host: str, pid: int) -> bool:
@@ -253,6 +277,7 @@ class Run:
         self._t0 = time.monotonic()
         self._last_save = 0.0
         self._metric_columns: list[str] = []
+        self._time_offset = 0.0  # seconds the parent of a resumed run had run
         self._metrics_file: io.TextIOWrapper | None = None
         self._previous_sigterm: signal.Handlers | None = None
         self._signalled = False
@@ -305,7 +330,7 @@ class Run:
             self._metric_columns += new
             self._rewrite_metrics_header()
         assert self._metrics_file is not None
-        row = [str(step), f"{time.monotonic() - self._t0:.3f}"]
+        row = [str(step), f"{time.monotonic() - self._t0 + self._time_offset:.3f}"]
         row += [repr(values[k]) if k in values else "" for k in self._metric_columns]
         self._metrics_file.write(",".join(row) + "\n")
         self._metrics_file.flush()
@@ -313,6 +338,32 @@ class Run:
         self.record.metrics_rows += 1
         if time.monotonic() - self._last_save > SAVE_INTERVAL_S:
             self.save()
+
+    def continue_metrics(self, parent: RunRecord, up_to_step: int) -> None:
+        """Start metrics.csv with `parent`'s rows up to `up_to_step`, where this run takes over
+        from it (--resume), so the run that continues another holds one whole history."""
+        source = self.workspace.run_dir(parent.id) / METRICS_FILE
+        if self._metrics_file is not None or not source.is_file():
+            return
+        with open(source, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = [r for r in reader if _step_of(r) is not None and _step_of(r) <= up_to_step]
+            columns = [c for c in reader.fieldnames or () if c not in ("step", "time_s")]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(
+            buffer, fieldnames=["step", "time_s", *columns], lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.dir / METRICS_FILE, buffer.getvalue())
+        self._metric_columns = columns
+        self._rewrite_metrics_header()
+        if rows:  # times go on from the parent's, as if the run had never stopped
+            self._time_offset = float(rows[-1].get("time_s") or 0.0)
+        for row in rows:
+            self.record.metrics_last.update({k: float(row[k]) for k in columns if row.get(k)})
+        self.record.metrics_rows = len(rows)
+        self.save()
 
     def _rewrite_metrics_header(self) -> None:
         """(Re)write metrics.csv with the current columns, keeping the rows logged so far."""
@@ -362,7 +413,7 @@ class Run:
     ) -> None:
         try:
             if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-                self.finish(RunStatus.COMPLETED)
+                self.finish(RunStatus.COMPLETED)  # if this write fails, the run reads as lost
             elif isinstance(exc, KeyboardInterrupt):
                 self.finish(RunStatus.INTERRUPTED, str(exc) or "interrupted by SIGINT")
             else:
@@ -370,6 +421,11 @@ class Run:
                     text = "".join(traceback.format_exception(exc_type, exc, tb))
                     atomic_write_text(self.dir / TRACEBACK_FILE, text)
                 self.finish(RunStatus.FAILED, _describe(exc))
+        except OSError:
+            # Recording how it ended failed too (the disk is full): the run.json on disk still
+            # says running (shown as lost), never completed; the first error is the one to show.
+            if exc is None:
+                raise
         finally:
             if self._previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, self._previous_sigterm)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -101,6 +103,40 @@ def test_resume_continues_from_last(ws, dt_run) -> None:
     (policy,) = outputs(record, "policy")
     data = torch.load(ws / policy.ref, weights_only=True)
     assert data["global_step"] == 45  # 30 from the first run, 15 more
+    # One metrics history: the first run's rows, then this one's (logged every 5 steps).
+    with open(Workspace(ws).run_dir(record.id) / "metrics.csv", newline="") as f:
+        steps = sorted({int(r["step"]) for r in csv.DictReader(f)})
+    assert steps[0] == 5 and steps[-1] == 45 and 30 in steps
+
+
+def test_resume_refuses_a_damaged_checkpoint_before_a_run_exists(ws) -> None:
+    result = finetune(ws, "bc", "--dataset", "walk", "--name", "bc-damaged")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (last,) = outputs(Workspace(ws).resolve_run("bc-damaged"), "last")
+    path = ws / last.ref
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    before = len(Workspace(ws).list_runs())
+    result = flexrl(ws, "finetune", "bc", "--resume", "bc-damaged")
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "changed since it was recorded" in line
+    assert len(Workspace(ws).list_runs()) == before
+
+
+@pytest.mark.parametrize("kind", ["bc", "dt"])
+def test_a_diverging_loss_fails_the_run(ws, kind) -> None:
+    """Before, an absurd learning rate trained on NaN weights and the run completed."""
+    result = finetune(
+        ws, kind, "--dataset", "walk", "--name", f"{kind}-diverges",
+        "--set", "train.learning_rate=1e30", "--set", "train.grad_clip=null",
+        "--set", "train.warmup_steps=0",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {kind.upper()} diverged at step "), last
+    assert "the loss is nan" in last or "the loss is inf" in last
+    record = Workspace(ws).resolve_run(f"{kind}-diverges")
+    assert record.status == RunStatus.FAILED and "diverged" in (record.error or "")
 
 
 def test_init_from_starts_from_another_runs_weights(ws, bc_run) -> None:
@@ -177,3 +213,27 @@ def test_help_lists_both_commands(tmp_path) -> None:
     result = flexrl(tmp_path, "finetune", "--help")
     assert result.returncode == 0
     assert "bc" in result.stdout and "dt" in result.stdout
+
+
+def test_dt_evaluation_records_the_target_return(tmp_path) -> None:
+    """A DT's score depends on the return it is conditioned on: eval shows and records it."""
+    ws = tmp_path / "ws"
+    collected = flexrl(
+        ws, "collect", "--policy", "random", "--env-id", "InvertedPendulum-v5",
+        "--dataset", "pend", "--episodes", "6",
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    trained = finetune(ws, "dt", "--dataset", "pend", "--name", "dt", "--set", "train.max_steps=5")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (policy,) = outputs(Workspace(ws).resolve_run("dt"), "policy")
+    best = torch.load(ws / policy.ref, weights_only=True)["target_return"]  # the data's best
+
+    report = flexrl(ws, "eval", "dt", "--episodes", "1", "--json")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert json.loads(report.stdout)["settings"]["target_return"] == pytest.approx(best)
+    table = flexrl(ws, "eval", "dt", "--episodes", "1", "--target-return", "7.5")
+    assert table.returncode == 0, table.stderr[-3000:]
+    assert "target return 7.5" in " ".join(table.stdout.split())  # the title may wrap
+    (recorded,) = [r for r in Workspace(ws).list_runs() if r.kind == "eval"][-1:]
+    eval_json = next(a for a in recorded.outputs if a.role == "metrics")
+    assert json.loads((ws / eval_json.ref).read_text())["settings"]["target_return"] == 7.5

@@ -95,15 +95,21 @@ def test_sigterm_leaves_an_interrupted_run_with_a_checkpoint_that_resumes(cli, w
     state = load_checkpoint(workspace / last.ref)  # weights_only
     assert state["update"] >= 1 and state["global_step"] == state["update"] * 2048
 
-    # --resume continues from it (here for one more update) and records where it came from.
+    # --resume continues from it (here for one more update) with the run's own recipe (no
+    # --config), under the run's name, and records where it came from.
     total = state["global_step"] + 2048
     result = cli(
-        "train", "--config", QUICKSTART, "--set", f"ppo.total_steps={total}",
-        "--resume", record.id, "--workspace", str(workspace),
+        "train", "--set", f"ppo.total_steps={total}", "--resume", record.name,
+        "--workspace", str(workspace),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     resumed = ws.list_runs()[-1]
     assert resumed.status == RunStatus.COMPLETED
+    assert resumed.name == record.name and ws.resolve_run(record.name).id == resumed.id
+    # One metrics history: every update from the first, none twice.
+    with open(ws.run_dir(resumed.id) / "metrics.csv", newline="") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == list(range(2048, total + 1, 2048))
     assert {(i.kind, i.role) for i in resumed.inputs} == {
         (ArtifactKind.RUN, "resume"),
         (ArtifactKind.CHECKPOINT, "resume"),
@@ -147,3 +153,35 @@ def test_ctrl_c_with_env_workers_interrupts_cleanly(workspace):
     assert record.status == RunStatus.INTERRUPTED
     (last,) = checkpoints(Workspace(workspace), record.id)
     assert last.role == "last" and load_checkpoint(workspace / last.ref)["update"] >= 2
+
+
+def test_resume_refuses_a_damaged_checkpoint_before_a_run_exists(cli, workspace):
+    result = cli(
+        "train", "--config", QUICKSTART, "--set", "ppo.total_steps=2048", "--name", "quick",
+        "--workspace", str(workspace),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ws = Workspace(workspace)
+    (final,) = checkpoints(ws, ws.resolve_run("quick").id)
+    path = workspace / final.ref
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")  # a flipped tail
+    result = cli("train", "--resume", "quick", "--workspace", str(workspace))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "changed since it was recorded" in line
+    assert len(ws.list_runs()) == 1
+
+
+def test_a_diverging_loss_fails_the_run(cli, workspace):
+    """One update at an absurd learning rate leaves NaN weights: before, the run completed
+    with value_loss=nan and a NaN final.pt."""
+    result = cli(
+        "train", "--config", QUICKSTART, "--set", "ppo.total_steps=2048",
+        "--set", "ppo.learning_rate=1e30", "--workspace", str(workspace),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: PPO diverged at update 1: the loss is nan"), last
+    (record,) = Workspace(workspace).list_runs()
+    assert record.status == RunStatus.FAILED and "diverged" in (record.error or "")
+    assert not checkpoints(Workspace(workspace), record.id)  # no NaN policy to evaluate

@@ -211,7 +211,7 @@ def test_resolve_by_id_prefix_and_name(workspace):
         ws.load_run("../../etc")
 
 
-@pytest.mark.parametrize("name", ["", "../x", "a b", "-x", "x" * 65])
+@pytest.mark.parametrize("name", ["", "../x", "a b", "-x", "x" * 65, "x\n", "x\r\n"])
 def test_bad_run_names_are_refused_before_anything_is_written(workspace, name):
     with pytest.raises(FlexrlError, match="invalid run name"):
         Workspace(workspace).start_run("job", name)
@@ -245,3 +245,46 @@ def test_rewritten_artifact_replaces_its_entry(workspace):
         run.add_artifact(path, ArtifactKind.CHECKPOINT)
     (entry,) = Workspace(workspace).load_run(run.id).outputs
     assert entry.digest == sha256_file(path)
+
+
+@pytest.mark.parametrize("name", ["walk\n", "walk\r\n", "walk\nx"])
+def test_names_match_their_pattern_in_full(name):
+    """`re.match` with `$` accepted a trailing newline: a run or dataset named "walk\n"."""
+    from flexrl.store.format import check_name, check_tag, parse_ref
+
+    with pytest.raises(FlexrlError, match="invalid run name"):
+        Workspace("unused").start_run("job", name)
+    with pytest.raises(FlexrlError, match="invalid dataset name"):
+        check_name(name)
+    with pytest.raises(FlexrlError, match="invalid tag"):
+        check_tag(name)
+    with pytest.raises(FlexrlError):
+        parse_ref(f"walk@{name}")
+    with pytest.raises(FlexrlError):
+        parse_ref("walk@v1\n")
+
+
+def test_a_damaged_run_json_is_skipped_with_a_warning(workspace, cli):
+    ws = Workspace(workspace)
+    with ws.start_run("job", "good"):
+        pass
+    with ws.start_run("job", "bad") as bad:
+        pass
+    damaged = bad.dir / "run.json"
+    damaged.write_text('{"id": "trunc')  # a torn or hand-edited file
+
+    result = cli("runs", "ls", "--workspace", str(workspace))
+    assert result.returncode == 0, result.stderr
+    assert "good" in result.stdout and bad.id not in result.stdout
+    (warning,) = result.stderr.strip().splitlines()  # one line, naming the file
+    assert warning.startswith("warning: skipping ") and str(damaged) in warning
+
+    result = cli("runs", "show", "good", "--workspace", str(workspace))  # lookup by name
+    assert result.returncode == 0, result.stderr
+    assert "good" in result.stdout and str(damaged) in result.stderr
+
+    # Asked for by its id, the damaged run is an error that says what to do.
+    result = cli("runs", "show", bad.id, "--workspace", str(workspace))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert str(damaged) in line and "not a valid run record" in line and "repair it" in line
