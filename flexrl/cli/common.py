@@ -13,8 +13,28 @@ from rich.table import Table
 
 from flexrl.workspace import Workspace
 
-# Piped output (grep, files, CI logs) gets wide lines rather than rich's 80-column wrapping.
-console = Console(width=None if sys.stdout.isatty() else 200)
+
+class _UnpaddedStdout:
+    """Piped stdout for rich: a table fills every line with spaces out to its widest row, which
+    grep, diffs and logs do not want, so each line loses its trailing spaces. Resolves
+    sys.stdout on every write, so redirections made after import (pytest's capture) hold."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+# Piped output (grep, files, CI logs) gets wide, unpadded lines rather than rich's 80-column
+# wrapping and padding.
+_piped = not sys.stdout.isatty()
+console = Console(width=200 if _piped else None, file=_UnpaddedStdout() if _piped else None)
 
 WorkspaceOption = Annotated[
     Path,

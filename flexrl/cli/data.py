@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -56,18 +53,6 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
-
-
-@contextlib.contextmanager
-def _unpadded() -> Iterator[None]:
-    """Piped output without rich's padding: a table fills every line with spaces out to its
-    widest row (up to the console's 200 columns), which `grep`, diffs and logs do not want."""
-    if console.is_terminal:
-        yield
-        return
-    with console.capture() as captured:
-        yield
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def policy_label(policy: str | None) -> str:
@@ -159,8 +144,7 @@ def info(
             }
         )
         return
-    with _unpadded():
-        _print_info(ds, stats)
+    _print_info(ds, stats)
 
 
 def _print_info(ds: Dataset, stats: DatasetStats) -> None:
