@@ -95,6 +95,8 @@ def test_runs_ls_show_and_filters(cli, workspace):
 
     table = cli("runs", "ls", "-w", str(workspace))
     assert table.returncode == 0 and walk.id in table.stdout and "failed" in table.stdout
+    lines = table.stdout.splitlines()  # piped: no padding out to the table's widest row
+    assert all(line == line.rstrip() for line in lines), lines
 
     shown = cli("runs", "show", "walk", "-w", str(workspace))
     assert shown.returncode == 0 and walk.id in shown.stdout and "return=5" in shown.stdout
