@@ -1,8 +1,13 @@
 """The whole pipeline through the real CLI: PPO -> collect -> finetune bc and dt -> eval.
 
-InvertedPendulum keeps it cheap. A random policy scores about 5 there and a constant action
-about 26, so BC and DT policies that clear 500 must be reading their observations (and the
-PPO policy that produced their data must have learned).
+The steps of `make demo`, on InvertedPendulum. A random policy scores about 5 there and a
+constant action about 26. The dataset mixes 10 episodes of an expert (the quickstart recipe,
+which trains until its last 20 episodes reach 1000) with 200 of a novice (the same recipe
+stopped after 3 updates, about 65). BC on the expert's episodes alone must clear 500, so BC and
+the collected data work; on the mixed data BC imitates the average and falls, while the Decision
+Transformer, conditioned on the best return in the data, must clear 500 and double BC, which it
+can only do by reading the return-to-go. Margins (the demo's seeds 0-4): see the issue 11
+report in the commit log; every bar is below half of the lowest score seen.
 """
 
 from __future__ import annotations
@@ -12,15 +17,6 @@ import json
 import pytest
 
 from flexrl.store import open_dataset
-
-BC_SMALL = [
-    "--set", "train.max_steps=300",
-    "--set", "train.steps_per_epoch=100",
-    "--set", "train.val_batches=2",
-    "--set", "train.warmup_steps=50",
-    "--set", "train.learning_rate=1e-3",
-    "--no-progress",
-]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -32,24 +28,31 @@ def test_ppo_to_collect_to_bc_and_dt_to_eval(cli, workspace):
         assert result.returncode == 0, result.stderr[-3000:]
         return result.stdout
 
-    ok("train", "--config", "recipes/quickstart.yaml", "--set", "ppo.total_steps=30000",
-       "--name", "expert")  # fmt: skip
-    ok("collect", "--policy", "expert", "--dataset", "pendulum", "--episodes", "30",
-       "--noise", "0.3")  # fmt: skip
-    ok("collect", "--policy", "random", "--env-id", "InvertedPendulum-v5", "--dataset",
-       "pendulum-random", "--episodes", "10")  # fmt: skip
-    expert_data = open_dataset("pendulum", workspace).episode_returns.mean()
-    random_data = open_dataset("pendulum-random", workspace).episode_returns.mean()
-    assert expert_data > 500 > 50 > random_data
-
-    ok("finetune", "bc", "--dataset", "pendulum@v1", "--config", "recipes/finetune_bc.yaml",
-       "--name", "bc", *BC_SMALL)  # fmt: skip
-    ok("finetune", "dt", "--dataset", "pendulum@v1", "--config", "recipes/quickstart_dt.yaml",
-       "--name", "dt", "--no-progress")  # fmt: skip
-    for policy in ("bc", "dt"):
-        report = json.loads(ok("eval", policy, "--episodes", "2", "--json"))
+    def score(policy: str) -> float:
+        report = json.loads(ok("eval", policy, "--episodes", "3", "--json"))
         (task,) = report["tasks"].values()
-        assert task["return_mean"] > 500, (policy, task)
+        return task["return_mean"]
+
+    ok("train", "--config", "recipes/quickstart.yaml", "--name", "expert")
+    ok("train", "--config", "recipes/quickstart.yaml", "--name", "novice",
+       "--set", "ppo.total_steps=6144")  # fmt: skip
+    ok("collect", "--policy", "expert", "--dataset", "pendulum", "--episodes", "10",
+       "--noise", "0.3")  # fmt: skip
+    ok("collect", "--policy", "novice", "--dataset", "pendulum", "--episodes", "200",
+       "--seed", "10")  # fmt: skip
+    expert_data = open_dataset("pendulum@v1", workspace).episode_returns
+    mixed_data = open_dataset("pendulum@v2", workspace).episode_returns
+    novice_data = mixed_data[len(expert_data) :]
+    assert expert_data.mean() > 900 and novice_data.mean() < 200, (expert_data, novice_data)
+
+    for name, version in (("bc-expert", "v1"), ("bc", "v2")):
+        ok("finetune", "bc", "--dataset", f"pendulum@{version}", "--config",
+           "recipes/quickstart_bc.yaml", "--name", name, "--no-progress")  # fmt: skip
+    ok("finetune", "dt", "--dataset", "pendulum@v2", "--config", "recipes/quickstart_dt.yaml",
+       "--name", "dt", "--no-progress")  # fmt: skip
+    bc_expert, bc, dt = score("bc-expert"), score("bc"), score("dt")
+    assert bc_expert > 500, bc_expert
+    assert dt > 500 and dt > 2 * bc and dt > 2 * mixed_data.mean(), (dt, bc, mixed_data.mean())
 
     lineage = json.loads(ok("runs", "lineage", "expert", "--json"))
     downstream = {lineage["nodes"][k].get("name") for k in lineage["downstream"]}
