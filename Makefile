@@ -49,9 +49,9 @@ demo: install  ## the pipeline end to end on the quickstart task, into $(DEMO_DI
 	@echo "== 5/7  offline learning on pendulum@v2: BC imitates every episode alike; a Decision =="
 	@echo "==      Transformer (GPT-2 backbone) learns which actions lead to which return        =="
 	$(FLEXRL) finetune bc --dataset pendulum@v2 --config recipes/quickstart_bc.yaml --name bc \
-		--seed $(SEED) --no-progress -w $(DEMO_DIR)
+		--set seed=$(SEED) --no-progress -w $(DEMO_DIR)
 	$(FLEXRL) finetune dt --dataset pendulum@v2 --config recipes/quickstart_dt.yaml --name dt \
-		--seed $(SEED) --no-progress -w $(DEMO_DIR)
+		--set seed=$(SEED) --no-progress -w $(DEMO_DIR)
 	@echo "== 6/7  evaluate both where the data came from; the DT asks for the data's best return =="
 	$(FLEXRL) eval bc --episodes 5 -w $(DEMO_DIR)
 	$(FLEXRL) eval dt --episodes 5 -w $(DEMO_DIR)

@@ -3,11 +3,12 @@
 The steps of `make demo`, on InvertedPendulum. A random policy scores about 5 there and a
 constant action about 26. The dataset mixes 10 episodes of an expert (the quickstart recipe,
 which trains until its last 20 episodes reach 1000) with 200 of a novice (the same recipe
-stopped after 3 updates, about 65). BC on the expert's episodes alone must clear 500, so BC and
-the collected data work; on the mixed data BC imitates the average and falls, while the Decision
-Transformer, conditioned on the best return in the data, must clear 500 and double BC, which it
-can only do by reading the return-to-go. Margins (the demo's seeds 0-4): see the issue 11
-report in the commit log; every bar is below half of the lowest score seen.
+stopped after 3 updates, 65-107 by seed), so its mean return is 110-150. BC on the expert's
+episodes alone must clear 500 (it scored 1000 for every demo seed tried): BC and the collected
+data work. The Decision Transformer on the mixed data, conditioned on the best return in it,
+must clear 500 and twice the data's mean: it can only do that by picking out the expert's
+steps (it scored 923-1000 for the demo's seeds). BC on the mixed data lands anywhere between
+the novice and the expert (87-1000 over the seeds tried), so its score is only reported.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def test_ppo_to_collect_to_bc_and_dt_to_eval(cli, workspace):
        "--name", "dt", "--no-progress")  # fmt: skip
     bc_expert, bc, dt = score("bc-expert"), score("bc"), score("dt")
     assert bc_expert > 500, bc_expert
-    assert dt > 500 and dt > 2 * bc and dt > 2 * mixed_data.mean(), (dt, bc, mixed_data.mean())
+    assert dt > 500 and dt > 2 * mixed_data.mean(), (dt, bc, mixed_data.mean())
 
     lineage = json.loads(ok("runs", "lineage", "expert", "--json"))
     downstream = {lineage["nodes"][k].get("name") for k in lineage["downstream"]}
