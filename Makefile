@@ -7,8 +7,9 @@ STAMP       := $(VENV)/.installed
 # The CPU build of torch lies in /opt/wheels on these machines; use it when it is there.
 FIND_LINKS  := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 DEMO_DIR    ?= demo-workspace
+SEED        ?= 0
 
-.PHONY: help install test lint demo bench clean notebooks
+.PHONY: help install test test-quick lint demo bench clean notebooks
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -20,41 +21,72 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -qq $(FIND_LINKS) -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
-test: install  ## run the test suite
+test: install  ## run the test suite (about 6 minutes on 2 cores)
 	$(PY) -m pytest
+
+test-quick: install  ## the test suite without the learning tests marked slow
+	$(PY) -m pytest -m "not slow"
 
 lint: install  ## ruff over the package, tests and benchmarks
 	$(VENV)/bin/ruff check flexrl tests benchmarks
 	$(VENV)/bin/ruff format --check flexrl tests benchmarks
 
-demo: install  ## the pipeline end to end on the quickstart task, into $(DEMO_DIR)/
+demo: install  ## the pipeline end to end on the quickstart task, into $(DEMO_DIR)/ (SEED=0)
 	rm -rf $(DEMO_DIR)
-	@echo "== 1/6  PPO learns to balance MuJoCo's inverted pendulum =="
-	$(FLEXRL) train --config recipes/quickstart.yaml --name expert -w $(DEMO_DIR)
-	@echo "== 2/6  evaluate it, and render a short video offscreen =="
+	@echo "== 1/7  PPO learns to balance MuJoCo's inverted pendulum (until 20 episodes in a row reach 1000) =="
+	$(FLEXRL) train --config recipes/quickstart.yaml --name expert --seed $(SEED) -w $(DEMO_DIR)
+	@echo "== 2/7  evaluate it, and render a short video offscreen =="
 	$(FLEXRL) eval expert --episodes 3 -w $(DEMO_DIR)
 	@$(FLEXRL) eval expert --episodes 1 --video $(DEMO_DIR)/expert.mp4 --video-steps 150 -w $(DEMO_DIR) \
 		>/dev/null || echo "   (no video: the line above says what to install)"
-	@echo "== 3/6  roll it out into the versioned trajectory store =="
-	$(FLEXRL) collect --policy expert --dataset pendulum --episodes 30 --noise 0.3 -w $(DEMO_DIR)
+	@echo "== 3/7  a novice: the same recipe stopped after 3 updates (its pole falls within ~100 steps) =="
+	$(FLEXRL) train --config recipes/quickstart.yaml --name novice --seed $(SEED) \
+		--set ppo.total_steps=6144 -w $(DEMO_DIR)
+	@echo "== 4/7  mixed-quality data: 10 expert episodes (v1), then 200 of the novice's (v2) =="
+	$(FLEXRL) collect --policy expert --dataset pendulum --episodes 10 --noise 0.3 --seed 0 -w $(DEMO_DIR)
+	$(FLEXRL) collect --policy novice --dataset pendulum --episodes 200 --seed 10 -w $(DEMO_DIR)
 	$(FLEXRL) data info pendulum -w $(DEMO_DIR)
-	@echo "== 4/6  a Decision Transformer (GPT-2 backbone) learns from the dataset =="
-	$(FLEXRL) finetune dt --dataset pendulum@v1 --config recipes/quickstart_dt.yaml --name dt \
-		--no-progress -w $(DEMO_DIR)
-	@echo "== 5/6  evaluate the DT in the environment its data came from =="
-	$(FLEXRL) eval dt --episodes 3 -w $(DEMO_DIR)
-	@echo "== 6/6  lineage: from the PPO run to the DT's evaluation =="
+	@echo "== 5/7  offline learning on pendulum@v2: BC imitates every episode alike; a Decision =="
+	@echo "==      Transformer (GPT-2 backbone) learns which actions lead to which return        =="
+	$(FLEXRL) finetune bc --dataset pendulum@v2 --config recipes/quickstart_bc.yaml --name bc \
+		--set seed=$(SEED) --no-progress -w $(DEMO_DIR)
+	$(FLEXRL) finetune dt --dataset pendulum@v2 --config recipes/quickstart_dt.yaml --name dt \
+		--set seed=$(SEED) --no-progress -w $(DEMO_DIR)
+	@echo "== 6/7  evaluate both where the data came from; the DT asks for the data's best return =="
+	$(FLEXRL) eval bc --episodes 5 -w $(DEMO_DIR)
+	$(FLEXRL) eval dt --episodes 5 -w $(DEMO_DIR)
+	@echo "== 7/7  lineage: from the PPO runs to the evaluations =="
 	$(FLEXRL) runs lineage expert -w $(DEMO_DIR)
 	$(FLEXRL) runs ls -w $(DEMO_DIR)
 	@echo
 	@echo "== flexrl demo: what it made and where =="
+	@$(PY) -c "$$DEMO_SUMMARY" $(DEMO_DIR)
 	@echo "  workspace     $(DEMO_DIR)/   (every run: recipe, provenance, metrics.csv, artifacts)"
 	@echo "  PPO policy    $$(ls $(DEMO_DIR)/runs/*-expert-*/artifacts/final.pt)"
 	@echo "  video         $$(ls $(DEMO_DIR)/expert.mp4 2>/dev/null || echo 'not rendered (no GL)')"
-	@echo "  dataset       $(DEMO_DIR)/datasets/pendulum/   (pendulum@v1, Zarr shards + manifest)"
+	@echo "  dataset       $(DEMO_DIR)/datasets/pendulum/   (pendulum@v1 expert, @v2 + novice)"
 	@echo "  DT policy     $$(ls $(DEMO_DIR)/runs/*-dt-*/artifacts/checkpoints/policy.pt)"
-	@echo "  next          $(FLEXRL) runs show dt -w $(DEMO_DIR)"
+	@echo "  next          export FLEXRL_WORKSPACE=$(DEMO_DIR)   # or -w $(DEMO_DIR) on each command"
+	@echo "                $(FLEXRL) runs ls; $(FLEXRL) runs show dt"
 	@echo "                tensorboard --logdir $(DEMO_DIR)/runs"
+
+# The demo's closing numbers: the mixed dataset's returns against BC's and the DT's.
+define DEMO_SUMMARY
+import sys
+from flexrl.store import open_dataset
+from flexrl.workspace import Workspace
+ws = Workspace(sys.argv[1])
+expert, mixed = (open_dataset(f"pendulum@{v}", ws.root).episode_returns for v in ("v1", "v2"))
+novice = mixed[len(expert):]
+def score(name):
+    m = ws.resolve_run(f"eval-{name}").metrics_last
+    return f"{m['eval_return']:7.1f}   falls in {m['eval_fall_rate']:.0%} of episodes"
+print(f"  pendulum@v2   {len(mixed)} episodes: mean return {mixed.mean():.1f}"
+      f" ({len(expert)} expert at {expert.mean():.0f}, {len(novice)} novice at {novice.mean():.0f})")
+print(f"  BC            {score('bc')}   (imitates the average of the data)")
+print(f"  DT            {score('dt')}   (conditioned on {mixed.max():.0f}, the best return in the data)")
+endef
+export DEMO_SUMMARY
 
 bench: install  ## every benchmark side by side with its peer (long; figures in benchmarks/RESULTS.md)
 	$(PY) -m pip install -qq $(FIND_LINKS) -c constraints.txt -e ".[dev,bench]"

@@ -151,6 +151,9 @@ class PPOConfig(StrictModel):
     vf_coef: float = Field(0.5, ge=0)
     max_grad_norm: float = Field(0.5, gt=0)
     target_kl: float | None = None
+    # End training early once the mean return of the latest 20 training episodes (the return
+    # the progress bar shows) reaches this; total_steps stays the budget. None: never.
+    stop_at_return: float | None = None
     hidden_sizes: HiddenSizes = Field(default_factory=lambda: [256, 256])
     # Running normalisation (CleanRL's NormalizeObservation / NormalizeReward wrappers), kept in
     # the learner so its statistics are saved in checkpoints. Rewards are divided by the running

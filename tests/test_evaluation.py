@@ -1,9 +1,11 @@
 """`flexrl eval`: real PPO checkpoints, real MuJoCo, real subprocesses, a real MP4.
 
-Three runs are trained once for the module (about 25 s on one core): a quickstart policy that
-balances the inverted pendulum (15 updates: its deterministic policy scores 1000), a quickstart
-"untrained" one (one update on 16 steps: its mean action is about zero, which scores about 25),
-and a multi-task Humanoid policy after one tiny update (for per-task rows and the video).
+Two runs are trained once for the module (seconds): a quickstart "untrained" policy (one
+update on 16 steps: its mean action is about zero, which scores about 25) and a multi-task
+Humanoid policy after one tiny update (for per-task rows and the video). The slow test adds a
+quickstart policy that balances the inverted pendulum: the recipe as shipped, which stops once
+its last 20 training episodes reach 1000 (after 19-23 updates for every seed and math path
+tried, about 30 s on one core; its deterministic policy then scores 1000).
 """
 
 from __future__ import annotations
@@ -42,10 +44,9 @@ def flexrl_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    """Workspace with the runs `balanced`, `untrained` (quickstart) and `humanoid` (multi-task)."""
+    """Workspace with the runs `untrained` (quickstart) and `humanoid` (multi-task)."""
     ws = tmp_path_factory.mktemp("eval") / "ws"
     jobs = {
-        "balanced": ["--config", "recipes/quickstart.yaml", "--set", "ppo.total_steps=30720"],
         "untrained": [
             "--config", "recipes/quickstart.yaml", "--set", "ppo.total_steps=16",
             "--set", "env.num_envs=1", "--set", "ppo.num_steps=16", *TINY,
@@ -68,7 +69,11 @@ def eval_json(cli, ws: Path, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_a_trained_policy_scores_far_above_an_untrained_one(cli, trained):
+    result = flexrl_cli("train", "--config", "recipes/quickstart.yaml", "--name", "balanced",
+                        "--workspace", str(trained))  # fmt: skip
+    assert result.returncode == 0, result.stderr
     balanced = eval_json(cli, trained, "balanced", "--episodes", "5")
     row = balanced["tasks"]["InvertedPendulum-v5"]
     assert set(balanced["tasks"]) == {"InvertedPendulum-v5"}
@@ -224,8 +229,8 @@ def test_bad_sources_exit_2_in_one_line_and_record_nothing(cli, trained, tmp_pat
         ([str(tmp_path / "missing.pt")], "checkpoint not found"),
         ([str(not_a_checkpoint)], "not a readable checkpoint"),
         (["humanoid", "--task", "jump"], "unknown task 'jump'"),
-        (["balanced", "--task", "goal"], "InvertedPendulum-v5, which has no tasks"),
-        (["balanced", "--video", str(tmp_path / "no" / "v.mp4")], "does not exist"),
+        (["untrained", "--task", "goal"], "InvertedPendulum-v5, which has no tasks"),
+        (["untrained", "--video", str(tmp_path / "no" / "v.mp4")], "does not exist"),
     ]
     for args, message in cases:
         assert_one_line_error(cli("eval", *args, "--workspace", str(trained)), message)

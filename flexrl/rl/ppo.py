@@ -394,6 +394,18 @@ def train_ppo(
                 _save_checkpoint(run, latest, "last")
                 if recorder is not None:  # the replay's versions match checkpoints
                     recorder.commit()
+            if (
+                args.stop_at_return is not None
+                and len(recent_returns) == RECENT_EPISODES
+                and np.mean(recent_returns) >= args.stop_at_return
+            ):
+                bar.console.print(
+                    f"stopping at step {global_step:,}: the last {RECENT_EPISODES} episodes "
+                    f"returned {np.mean(recent_returns):.1f} on average, "
+                    f">= ppo.stop_at_return={args.stop_at_return:g}",
+                    soft_wrap=True,
+                )
+                break
         _save_checkpoint(run, latest, "final")
         if recorder is not None:
             recorder.commit()
