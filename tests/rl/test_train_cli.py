@@ -152,7 +152,9 @@ def test_ctrl_c_with_env_workers_interrupts_cleanly(workspace):
     (record,) = Workspace(workspace).list_runs()
     assert record.status == RunStatus.INTERRUPTED
     (last,) = checkpoints(Workspace(workspace), record.id)
-    assert last.role == "last" and load_checkpoint(workspace / last.ref)["update"] >= 2
+    # Update 2's metrics row is written just before its state is snapshotted: a Ctrl-C between
+    # the two keeps update 1, the last complete boundary.
+    assert last.role == "last" and load_checkpoint(workspace / last.ref)["update"] >= 1
 
 
 def test_resume_refuses_a_damaged_checkpoint_before_a_run_exists(cli, workspace):
