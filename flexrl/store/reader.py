@@ -343,30 +343,25 @@ class Dataset:
         """Summary statistics; reads only metadata and the per-episode tables."""
         idx = self.index
         terminated = 0
-        per_task = []
-        for task in sorted({t for t in idx.tasks if t is not None}) + (
-            [None] if any(t is None for t in idx.tasks) else []
-        ):
-            mask = np.array([t == task for t in idx.tasks], dtype=bool)
-            per_task.append(
-                TaskStats(
-                    task,
+
+        def groups(labels: list[str | None], order: list[str | None]):
+            """(label, episodes, steps, returns) of the episodes carrying each label."""
+            for label in order:
+                mask = np.array([x == label for x in labels], dtype=bool)
+                yield (
+                    label,
                     int(mask.sum()),
                     int(idx.lengths[mask].sum()),
                     Distribution.of(idx.returns[mask]),
                 )
-            )
-        per_policy = []
-        for policy in dict.fromkeys(idx.policies):
-            mask = np.array([p == policy for p in idx.policies], dtype=bool)
-            per_policy.append(
-                PolicyStats(
-                    policy,
-                    int(mask.sum()),
-                    int(idx.lengths[mask].sum()),
-                    Distribution.of(idx.returns[mask]),
-                )
-            )
+
+        tasks = sorted({t for t in idx.tasks if t is not None})
+        tasks += [None] if any(t is None for t in idx.tasks) else []
+        per_task = [TaskStats(*g) for g in groups(idx.tasks, tasks)]
+        # policies in order of first appearance: the order they were appended in
+        per_policy = [
+            PolicyStats(*g) for g in groups(idx.policies, list(dict.fromkeys(idx.policies)))
+        ]
         shards = [self.shard(s) for s in range(len(self.manifest.shards))]
         for reader in shards:
             ends = reader.episode_table()["episode_offsets"][1:] - 1
