@@ -101,10 +101,13 @@ class EnvConfig(StrictModel):
     # Multi-task runs sample a task per episode with these weights; empty means `task` only.
     task_weights: dict[Task, float] = Field(default_factory=dict)
     num_envs: int = Field(8, ge=1)
-    # Training steps its envs in this process ("sync"), or each in a worker process of its
-    # own ("async", gymnasium's AsyncVectorEnv: stepping spreads over the CPU cores, at a
-    # cost per step; worth it with a core per env). The results are the same, bit for bit.
-    vectorization: Literal["sync", "async"] = "sync"
+    # How training steps its envs. "threads": a flexrl Humanoid's envs stepped together, the
+    # physics on `sim_threads` native threads (one per core by default; flexrl.envs.vector).
+    # "sync": one after another in this process; "async": each in a worker process of its own
+    # (gymnasium's AsyncVectorEnv; worth it only with a core per env). "auto": threads for a
+    # Humanoid skill, sync for an `id`. The results are the same, bit for bit.
+    vectorization: Literal["auto", "threads", "sync", "async"] = "auto"
+    sim_threads: int | None = Field(None, ge=1, le=1024)
     max_episode_steps: int = Field(1000, ge=1)
     command: CommandConfig = Field(default_factory=CommandConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
@@ -162,6 +165,9 @@ class PPOConfig(StrictModel):
     clip_obs: float = Field(10.0, gt=0)
     norm_reward: bool = True
     clip_reward: float = Field(10.0, gt=0)
+    # The critic predicts returns normalised by their running mean and std (flexrl.rl.
+    # normalization.ValueNormalizer), as sample-factory's normalize_returns.
+    norm_value: bool = False
     # A checkpoint every this many updates (0: only at the end and on interruption).
     checkpoint_every: int = Field(50, ge=0)
 

@@ -29,6 +29,7 @@ __all__ = [
     "TASKS",
     "TASK_IDS",
     "HumanoidSkillEnv",
+    "humanoid_kwargs",
     "make_env",
     "task_id",
 ]
@@ -63,14 +64,22 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
             )
         except gym.error.Error as e:
             raise FlexrlError(f"env.id: cannot make {cfg.id!r}: {e}") from None
-    weights = {task: w for task, w in cfg.task_weights.items() if w > 0}
+    kwargs = humanoid_kwargs(cfg)
     return gym.make(
-        MULTITASK_ID if weights else TASK_IDS[cfg.task],
+        MULTITASK_ID if kwargs["task_weights"] else TASK_IDS[cfg.task],
         max_episode_steps=cfg.max_episode_steps,
         render_mode=render_mode,
-        task=cfg.task,
-        task_weights=weights or None,
-        command=cfg.command,
-        reward=cfg.reward,
-        healthy_z_range=cfg.healthy_z_range,
+        **kwargs,
     )
+
+
+def humanoid_kwargs(cfg: EnvConfig) -> dict:
+    """The HumanoidSkillEnv arguments a recipe's env section gives."""
+    weights = {task: w for task, w in cfg.task_weights.items() if w > 0}
+    return {
+        "task": cfg.task,
+        "task_weights": weights or None,
+        "command": cfg.command,
+        "reward": cfg.reward,
+        "healthy_z_range": cfg.healthy_z_range,
+    }

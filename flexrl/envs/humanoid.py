@@ -26,7 +26,7 @@ env's `np_random`, so `reset(seed=...)` makes tasks and commands reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,16 +98,25 @@ class HumanoidSkillEnv(HumanoidEnv):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self.do_simulation(action, self.frame_skip)
-        self.episode_steps += 1
-        reward, terms, measured = self.evaluate()
-        info = {**self._task_info(), **measured, "reward_terms": terms}
-        terminated = not self.is_healthy
-        # Resample after rewarding, so the step is judged against the goal it was chosen for.
-        if self.task == "goal" and self.episode_steps % self.command_cfg.resample_steps == 0:
-            self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
+        rewards, terms, measured, healthy = evaluate_batch([self])
+        info = {
+            **self.advance(),
+            "lin_vel": measured["lin_vel"][0],
+            "yaw_rate": float(measured["yaw_rate"][0]),
+            "reward_terms": {k: float(v[0]) for k, v in terms.items()},
+        }
         if self.render_mode == "human":
             self.render()
-        return self._get_obs(), reward, terminated, False, info
+        return self._get_obs(), float(rewards[0]), not healthy[0], False, info
+
+    def advance(self) -> dict[str, Any]:
+        """Count a simulated step and resample the command if due; returns the task info of the
+        step (its goal is the one it was rewarded against, before any resample)."""
+        self.episode_steps += 1
+        info = self._task_info()
+        if self.task == "goal" and self.episode_steps % self.command_cfg.resample_steps == 0:
+            self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
+        return info
 
     def _get_obs(self) -> np.ndarray:
         return np.concatenate([super()._get_obs(), self.goal])
@@ -145,11 +154,8 @@ class HumanoidSkillEnv(HumanoidEnv):
     # --- reward from the current simulator state -----------------------------------------
 
     def _measure(self) -> dict[str, Any]:
-        quat = self.data.qpos[None, 3:7]
-        return {
-            "lin_vel": lin_vel_heading(quat, self.data.qvel[None, 0:3])[0],
-            "yaw_rate": float(world_yaw_rate(quat, self.data.qvel[None, 3:6])[0]),
-        }
+        measured = measure_batch([self])
+        return {"lin_vel": measured["lin_vel"][0], "yaw_rate": float(measured["yaw_rate"][0])}
 
     def evaluate(self) -> tuple[float, dict[str, float], dict[str, Any]]:
         """Reward, its terms and the measured velocities for the current state and goal.
@@ -157,14 +163,44 @@ class HumanoidSkillEnv(HumanoidEnv):
         Reads qpos/qvel/ctrl/cfrc_ext as they are: after `set_state`, call
         `mujoco.mj_rnePostConstraint` too if the contact term matters (step does).
         """
-        measured = self._measure()
-        total, terms = shaped_reward(
-            lin_vel=measured["lin_vel"][None],
-            yaw_rate=np.array([measured["yaw_rate"]]),
-            command=self.goal[None],
-            healthy=np.array([self.is_healthy]),
-            ctrl=self.data.ctrl[None],
-            contact_forces=self.data.cfrc_ext[None],
-            params=self.reward_cfg,
+        rewards, terms, measured, _ = evaluate_batch([self])
+        return (
+            float(rewards[0]),
+            {k: float(v[0]) for k, v in terms.items()},
+            {"lin_vel": measured["lin_vel"][0], "yaw_rate": float(measured["yaw_rate"][0])},
         )
-        return float(total[0]), {k: float(v[0]) for k, v in terms.items()}, measured
+
+
+def measure_batch(envs: Sequence[HumanoidSkillEnv]) -> dict[str, np.ndarray]:
+    """Heading-frame velocity [N, 2] and world yaw rate [N] of each env's current state."""
+    qpos = np.stack([env.data.qpos for env in envs])
+    qvel = np.stack([env.data.qvel for env in envs])
+    quat = qpos[:, 3:7]
+    return {
+        "lin_vel": lin_vel_heading(quat, qvel[:, 0:3]),
+        "yaw_rate": world_yaw_rate(quat, qvel[:, 3:6]),
+        "height": qpos[:, 2],
+    }
+
+
+def evaluate_batch(
+    envs: Sequence[HumanoidSkillEnv],
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Reward [N], its terms {term: [N]}, the measured velocities and healthy [N] of several
+    envs at once, each against its own goal: the one computation behind `HumanoidSkillEnv.step`
+    and `flexrl.envs.vector.HumanoidVectorEnv.step`, so they agree bit for bit. All envs share
+    the reward parameters and healthy range of the first."""
+    first = envs[0]
+    measured = measure_batch(envs)
+    low, high = first._healthy_z_range
+    healthy = (low < measured["height"]) & (measured["height"] < high)
+    total, terms = shaped_reward(
+        lin_vel=measured["lin_vel"],
+        yaw_rate=measured["yaw_rate"],
+        command=np.stack([env.goal for env in envs]),
+        healthy=healthy,
+        ctrl=np.stack([env.data.ctrl for env in envs]),
+        contact_forces=np.stack([env.data.cfrc_ext for env in envs]),
+        params=first.reward_cfg,
+    )
+    return total, terms, measured, healthy

@@ -32,7 +32,7 @@ from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.wrappers import FlattenObservation, TimeLimit
 
 from flexrl.config import EnvConfig
-from flexrl.envs import make_env
+from flexrl.envs import humanoid_kwargs, make_env
 from flexrl.errors import FlexrlError
 
 _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -76,11 +76,25 @@ def _make_worker_env(cfg: EnvConfig) -> gym.Env:
 
 
 def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
-    """`cfg.num_envs` copies, stepped in this process or in one worker process each
-    (`cfg.vectorization`). SAME_STEP autoreset puts the final observation of an episode into
-    `infos["final_obs"]`, which truncation bootstrapping needs."""
+    """`cfg.num_envs` copies, stepped as `cfg.vectorization` says. SAME_STEP autoreset puts the
+    final observation of an episode into `infos["final_obs"]`, which truncation bootstrapping
+    needs."""
+    mode = cfg.vectorization
+    if mode == "auto":
+        mode = "sync" if cfg.id is not None else "threads"
+    if mode == "threads":
+        if cfg.id is not None:
+            raise FlexrlError(
+                "env.vectorization=threads steps flexrl's Humanoid skills only; "
+                f"for env.id={cfg.id} use sync or async"
+            )
+        from flexrl.envs.vector import HumanoidVectorEnv
+
+        return HumanoidVectorEnv(
+            cfg.num_envs, cfg.max_episode_steps, cfg.sim_threads, **humanoid_kwargs(cfg)
+        )
     same_step = gym.vector.AutoresetMode.SAME_STEP
-    if cfg.vectorization == "async":
+    if mode == "async":
         # spawn: workers do not inherit this process's torch threads or open files.
         fns = [functools.partial(_make_worker_env, cfg) for _ in range(cfg.num_envs)]
         return gym.vector.AsyncVectorEnv(fns, autoreset_mode=same_step, context="spawn")

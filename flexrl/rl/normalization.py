@@ -103,3 +103,40 @@ class RewardScaler:
     def load_state_dict(self, state: dict) -> None:
         self.rms.load_state_dict(state["rms"])
         self.returns = state["returns"].numpy().astype(np.float64)
+
+
+class ValueNormalizer:
+    """Value targets as (return - mean) / std of the returns seen so far (sample-factory's
+    normalize_returns): the critic predicts normalised values, so its loss keeps one scale while
+    returns grow from a falling body's 50 to a walker's 3000. `denormalize` turns its outputs
+    back into returns for GAE; the statistics only change in `update`, once per batch."""
+
+    def __init__(self, enabled: bool = True, epsilon: float = 1e-8):
+        self.rms = RunningMeanStd(())
+        self.enabled = enabled
+        self.epsilon = epsilon
+
+    def update(self, returns: torch.Tensor) -> None:
+        if self.enabled:
+            self.rms.update(returns.double().cpu().numpy().reshape(-1))
+
+    def _scale(self) -> tuple[float, float]:
+        return float(self.rms.mean), float(np.sqrt(self.rms.var + self.epsilon))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        mean, std = self._scale()
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        mean, std = self._scale()
+        return x * std + mean
+
+    def state_dict(self) -> dict[str, torch.Tensor | float]:
+        return self.rms.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | float]) -> None:
+        self.rms.load_state_dict(state)
