@@ -57,7 +57,7 @@ from rich.progress import (
 
 from flexrl.config import EnvConfig, Task, TrainRecipe
 from flexrl.errors import FlexrlError
-from flexrl.fileio import atomic_write_json
+from flexrl.fileio import atomic_write_json, sha256_file
 from flexrl.workspace import Artifact, ArtifactKind, RunRecord, Workspace
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ SUMMARY_KEYS = (
     ("lin_vel_error", "lin_vel_error"),
     ("yaw_rate_error", "yaw_rate_error"),
     ("forward_speed", "forward_speed"),
+    ("distance", "distance"),
 )
 
 
@@ -133,10 +134,23 @@ class PolicySource:
 
 
 def resolve_source(workspace: Workspace, source: str) -> tuple[Path, Artifact, RunRecord | None]:
-    """SOURCE as a checkpoint file, or a run (id, unique prefix, name) and its newest checkpoint.
+    """SOURCE as a checkpoint file, a run (id, unique prefix, name) and its newest checkpoint,
+    or a shipped policy.
 
-    Reads no checkpoint and imports nothing heavy, so bad input fails fast.
+    `zoo:NAME` is a shipped policy (flexrl.zoo). Reads no checkpoint and imports nothing
+    heavy, so bad input fails fast.
     """
+    from flexrl import zoo
+
+    if zoo.is_zoo_ref(source):
+        path = zoo.zoo_path(source)
+        artifact = Artifact(
+            kind=ArtifactKind.CHECKPOINT,
+            ref=source,
+            digest=sha256_file(path),
+            size=path.stat().st_size,
+        )
+        return path, artifact, None
     path = Path(source)
     if path.is_file():
         return path, workspace.file_artifact(path, ArtifactKind.CHECKPOINT), None
@@ -173,13 +187,15 @@ def load_policy_source(
 
     from flexrl.offline.checkpoint import is_offline_checkpoint
 
-    try:  # one safe read to learn the format; the loaders below check the rest
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch's unpickling errors span many lines; the CLI shows one
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise FlexrlError(f"{path}: not a readable checkpoint ({first})") from None
+    data: Any = None
+    if path.suffix != ".safetensors":  # a shipped policy is PPO's, read below
+        try:  # one safe read to learn the format; the loaders below check the rest
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch's unpickling errors span many lines; the CLI shows one
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise FlexrlError(f"{path}: not a readable checkpoint ({first})") from None
     artifact = artifact.model_copy(update={"role": "policy"})
-    if is_offline_checkpoint(data):
+    if data is not None and is_offline_checkpoint(data):
         return _offline_source(path, artifact, record, data, target_return)
     if target_return is not None:
         raise FlexrlError("--target-return applies to Decision Transformer policies only")
@@ -188,12 +204,13 @@ def load_policy_source(
     checkpoint = load_checkpoint(path)
     recipe = TrainRecipe.model_validate(checkpoint["recipe"])
     policy = load_policy(path)
+    zoo_ref = source.startswith("zoo:")  # named as zoo-NAME (a run name has no colon)
     return PolicySource(
         kind="ppo",
         checkpoint=path,
         artifact=artifact,
         env=recipe.env,
-        name=record.name if record else recipe.name,
+        name=record.name if record else source.replace(":", "-") if zoo_ref else recipe.name,
         make_actor=lambda deterministic: PPOActor(policy, deterministic),
         run=record,
         global_step=int(checkpoint.get("global_step", 0)),
@@ -276,6 +293,9 @@ class EpisodeResult:
     lin_vel_error: float | None = None  # mean over steps of |lin_vel - goal[:2]|
     yaw_rate_error: float | None = None  # mean over steps of |yaw_rate - goal[2]|
     forward_speed: float | None = None  # mean over steps of lin_vel[0] (heading frame, m/s)
+    # metres the torso moved along the commanded direction, from its positions (a cross-check
+    # of the velocities); None where the command never asked for motion (turning on the spot)
+    distance: float | None = None
 
 
 @dataclass
@@ -289,6 +309,7 @@ class TaskMetrics:
     lin_vel_error: float | None = None
     yaw_rate_error: float | None = None
     forward_speed: float | None = None
+    distance: float | None = None  # mean over episodes
 
     @classmethod
     def from_episodes(cls, task: str, results: list[EpisodeResult]) -> TaskMetrics:
@@ -308,6 +329,7 @@ class TaskMetrics:
             lin_vel_error=mean_of([r.lin_vel_error for r in results]),
             yaw_rate_error=mean_of([r.yaw_rate_error for r in results]),
             forward_speed=mean_of([r.forward_speed for r in results]),
+            distance=mean_of([r.distance for r in results]),
         )
 
 
@@ -377,8 +399,10 @@ def run_episode(
     lin_errors: list[float] = []
     yaw_errors: list[float] = []
     speeds: list[float] = []
+    distance: float | None = None
     while max_steps is None or length < max_steps:
         action = actor.act(obs, info)
+        before = info
         obs, reward, terminated, truncated, info = env.step(action)
         actor.observe(float(reward), info)
         total += float(reward)
@@ -388,6 +412,9 @@ def run_episode(
             lin_errors.append(float(np.linalg.norm(np.asarray(info["lin_vel"]) - goal[:2])))
             yaw_errors.append(abs(float(info["yaw_rate"]) - float(goal[2])))
             speeds.append(float(np.asarray(info["lin_vel"])[0]))
+            step_distance = distance_along_command(before, info)
+            if step_distance is not None:
+                distance = (distance or 0.0) + step_distance
         if on_step is not None:
             on_step()
         if terminated or truncated:
@@ -401,7 +428,25 @@ def run_episode(
         lin_vel_error=float(np.mean(lin_errors)) if lin_errors else None,
         yaw_rate_error=float(np.mean(yaw_errors)) if yaw_errors else None,
         forward_speed=float(np.mean(speeds)) if speeds else None,
+        distance=distance,
     )
+
+
+def distance_along_command(before: dict[str, Any], after: dict[str, Any]) -> float | None:
+    """Metres the torso moved in one step along the commanded velocity's direction, which is
+    given in the heading frame of the step's start; None when no motion was commanded (or the
+    env reports no positions)."""
+    if "xy" not in before or "xy" not in after:
+        return None
+    command = np.asarray(after["goal"])[:2]
+    speed = float(np.linalg.norm(command))
+    if speed < 1e-6:
+        return None
+    yaw = float(before["heading"])
+    c, s = np.cos(yaw), np.sin(yaw)
+    direction = np.array([c * command[0] - s * command[1], s * command[0] + c * command[1]])
+    moved = np.asarray(after["xy"]) - np.asarray(before["xy"])
+    return float(moved @ direction) / speed
 
 
 def make_eval_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:

@@ -113,6 +113,8 @@ def test_humanoid_rows_per_task_video_and_lineage(cli, trained, tmp_path):
     # ... because it barely moves forward: the error is about the target minus the speed.
     walk = rows["walk_forward"]
     assert walk["lin_vel_error"] >= 1.0 - walk["forward_speed"] - 1e-9
+    # Distance along the command, from positions: none where turning on the spot is asked.
+    assert rows["turn_left"]["distance"] is None and isinstance(walk["distance"], float)
     assert {e["task"] for e in report["episodes"]} == set(rows)
 
     # A playable MP4: the frames the report says, at the small default size.
@@ -279,3 +281,28 @@ def test_gl_errors_name_the_package_for_each_backend():
     glfw = evaluation.gl_error(RuntimeError("no display. more"), "glfw")
     assert "(no display)" in str(glfw) and "unset MUJOCO_GL" in str(glfw)
     assert "\n" not in str(osmesa) + str(glfw)
+
+
+def test_distance_along_command_from_positions():
+    """Hand-computed steps: the command is in the heading frame of the step's start."""
+    from flexrl.evaluation import distance_along_command
+
+    def info(x, y, heading, goal=(1.0, 0.0, 0.0)):
+        return {"xy": np.array([x, y]), "heading": heading, "goal": np.array(goal)}
+
+    # facing +y (heading pi/2), commanded forward: moving 0.3 m along +y counts 0.3
+    assert distance_along_command(info(0, 0, np.pi / 2), info(0.1, 0.3, 0)) == pytest.approx(0.3)
+    # commanded sideways left while facing +x: left is +y; moving -y counts negative
+    left = (0.0, 0.5, 0.0)
+    assert distance_along_command(info(0, 0, 0, left), info(0, -0.2, 0, left)) == pytest.approx(
+        -0.2
+    )
+    # a diagonal command [0.3, 0.4] (|v| = 0.5) facing +x: moving (0.3, 0.4) counts 0.5 m
+    diag = (0.3, 0.4, 0.0)
+    assert distance_along_command(info(0, 0, 0, diag), info(0.3, 0.4, 1, diag)) == pytest.approx(
+        0.5
+    )
+    # turning on the spot commands no motion; envs without positions report none
+    spin = (0.0, 0.0, 0.5)
+    assert distance_along_command(info(0, 0, 0, spin), info(1, 1, 0, spin)) is None
+    assert distance_along_command({"goal": np.ones(3)}, {"goal": np.ones(3)}) is None

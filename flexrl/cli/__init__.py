@@ -20,7 +20,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer >= 0.
 from typer.exceptions import Abort, Exit, TyperException
 
 import flexrl
-from flexrl.cli import collect, data, finetune, runs, sweep, train
+from flexrl.cli import collect, data, finetune, runs, sweep, train, zoo
 from flexrl.cli import eval as eval_cmd
 from flexrl.cli.common import plain_help_labels
 from flexrl.errors import FlexrlError
@@ -65,6 +65,7 @@ app.add_typer(finetune.app, name="finetune")
 app.add_typer(data.app, name="data")
 app.add_typer(runs.app, name="runs")
 app.add_typer(sweep.app, name="sweep")
+app.add_typer(zoo.app, name="zoo")
 
 
 def _error(message: str, code: int = 2) -> None:

@@ -92,6 +92,7 @@ def _print_table(outcome: evaluation.EvalOutcome) -> None:
         table.add_column("vel. error (m/s)", justify="right")
         table.add_column("yaw-rate error (rad/s)", justify="right")
         table.add_column("forward speed (m/s)", justify="right")
+        table.add_column("distance (m)", justify="right")
     for t in report.tasks:
         row = [
             t.task,
@@ -100,7 +101,12 @@ def _print_table(outcome: evaluation.EvalOutcome) -> None:
             f"{t.fall_rate:.0%}",
         ]
         if humanoid:
-            row += [_maybe(t.lin_vel_error), _maybe(t.yaw_rate_error), _maybe(t.forward_speed)]
+            row += [
+                _maybe(t.lin_vel_error),
+                _maybe(t.yaw_rate_error),
+                _maybe(t.forward_speed),
+                _maybe(t.distance),
+            ]
         table.add_row(*row)
     console.print(table)
     if outcome.video is not None:

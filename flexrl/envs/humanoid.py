@@ -16,6 +16,7 @@ Info, on reset and on every step:
               the action was chosen from (a resample shows up in the *returned* observation);
   task_id     int index into `flexrl.envs.tasks.TASKS`;
   lin_vel     [2] heading-frame (forward, left) velocity; yaw_rate: world yaw rate;
+  xy          [2] torso position and heading: its yaw (rad), both in the world frame;
   reward_terms {term: float} whose values sum to the reward (step only).
 
 Multi-task: with `task_weights`, each reset draws the episode's task from those weights;
@@ -35,7 +36,7 @@ from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 from gymnasium.spaces import Box
 
 from flexrl.config import CommandConfig, RewardConfig, Task
-from flexrl.envs.rewards import lin_vel_heading, shaped_reward, world_yaw_rate
+from flexrl.envs.rewards import heading_yaw, lin_vel_heading, shaped_reward, world_yaw_rate
 from flexrl.envs.tasks import GOAL_DIM, TASKS, sample_goal, sample_task, task_id, task_probabilities
 
 BASE_OBS_DIM = 348
@@ -101,8 +102,7 @@ class HumanoidSkillEnv(HumanoidEnv):
         rewards, terms, measured, healthy = evaluate_batch([self])
         info = {
             **self.advance(),
-            "lin_vel": measured["lin_vel"][0],
-            "yaw_rate": float(measured["yaw_rate"][0]),
+            **_info_row(measured, 0),
             "reward_terms": {k: float(v[0]) for k, v in terms.items()},
         }
         if self.render_mode == "human":
@@ -154,8 +154,7 @@ class HumanoidSkillEnv(HumanoidEnv):
     # --- reward from the current simulator state -----------------------------------------
 
     def _measure(self) -> dict[str, Any]:
-        measured = measure_batch([self])
-        return {"lin_vel": measured["lin_vel"][0], "yaw_rate": float(measured["yaw_rate"][0])}
+        return _info_row(measure_batch([self]), 0)
 
     def evaluate(self) -> tuple[float, dict[str, float], dict[str, Any]]:
         """Reward, its terms and the measured velocities for the current state and goal.
@@ -164,22 +163,32 @@ class HumanoidSkillEnv(HumanoidEnv):
         `mujoco.mj_rnePostConstraint` too if the contact term matters (step does).
         """
         rewards, terms, measured, _ = evaluate_batch([self])
-        return (
-            float(rewards[0]),
-            {k: float(v[0]) for k, v in terms.items()},
-            {"lin_vel": measured["lin_vel"][0], "yaw_rate": float(measured["yaw_rate"][0])},
-        )
+        return float(rewards[0]), {k: float(v[0]) for k, v in terms.items()}, _info_row(measured, 0)
+
+
+MEASURED_INFO = ("lin_vel", "yaw_rate", "xy", "heading")
 
 
 def measure_batch(envs: Sequence[HumanoidSkillEnv]) -> dict[str, np.ndarray]:
-    """Heading-frame velocity [N, 2] and world yaw rate [N] of each env's current state."""
+    """Of each env's current state: heading-frame velocity [N, 2], world yaw rate [N], torso
+    position xy [N, 2] and heading yaw [N] (world frame), and torso height [N]."""
     qpos = np.stack([env.data.qpos for env in envs])
     qvel = np.stack([env.data.qvel for env in envs])
     quat = qpos[:, 3:7]
     return {
         "lin_vel": lin_vel_heading(quat, qvel[:, 0:3]),
         "yaw_rate": world_yaw_rate(quat, qvel[:, 3:6]),
+        "xy": qpos[:, 0:2],
+        "heading": heading_yaw(quat),
         "height": qpos[:, 2],
+    }
+
+
+def _info_row(measured: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    """Env i's measured info: arrays for vectors, floats for scalars."""
+    return {
+        key: measured[key][i].copy() if measured[key].ndim > 1 else float(measured[key][i])
+        for key in MEASURED_INFO
     }
 
 

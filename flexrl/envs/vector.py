@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import batch_space
 
-from flexrl.envs.humanoid import HumanoidSkillEnv, evaluate_batch
+from flexrl.envs.humanoid import MEASURED_INFO, HumanoidSkillEnv, evaluate_batch
 
 
 def available_cores() -> int:
@@ -89,11 +89,11 @@ class HumanoidVectorEnv(gym.vector.VectorEnv):
         truncated = self.elapsed_steps >= self.max_episode_steps
         obs = np.stack([env._get_obs() for env in self.envs])
         infos = _batch_infos(task_infos)
-        infos["lin_vel"] = measured["lin_vel"]
-        infos["yaw_rate"] = measured["yaw_rate"]
         everyone = np.ones(self.num_envs, bool)
+        for key in MEASURED_INFO:
+            infos[key], infos[f"_{key}"] = measured[key].copy(), everyone
         infos["reward_terms"] = {**terms, **{f"_{k}": everyone for k in terms}}
-        infos.update(_lin_vel=everyone, _yaw_rate=everyone, _reward_terms=everyone)
+        infos["_reward_terms"] = everyone
         done = terminated | truncated
         if done.any():
             infos = self._autoreset(np.flatnonzero(done), obs, infos)
@@ -121,7 +121,7 @@ class HumanoidVectorEnv(gym.vector.VectorEnv):
             final_obs[i] = obs[i].copy()
             obs[i], info = self.envs[i].reset()
             self.elapsed_steps[i] = 0
-            for key in ("goal", "task_id", "lin_vel", "yaw_rate"):
+            for key in ("goal", "task_id", *MEASURED_INFO):
                 infos[key][i] = info[key]
         # A reset has no reward terms: they are zero and masked out where an episode began.
         mask = np.zeros(self.num_envs, bool)
@@ -157,7 +157,7 @@ class HumanoidVectorEnv(gym.vector.VectorEnv):
 
 
 def _batch_infos(infos: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-env task infos (goal, task_id, lin_vel, yaw_rate) as vector-env arrays and masks."""
+    """Per-env infos (task and measured ones) as vector-env arrays and masks."""
     out: dict[str, Any] = {}
     for key in infos[0]:
         out[key] = np.stack([np.asarray(info[key]) for info in infos])

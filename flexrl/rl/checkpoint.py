@@ -83,10 +83,15 @@ def write_checkpoint(path: Path, data: bytes) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a PPO checkpoint; weights_only=True, so a checkpoint cannot run code."""
+    """Read a PPO checkpoint, or a shipped policy's `.safetensors` as one (flexrl.zoo); never
+    runs code (weights_only=True)."""
     path = Path(path)
     if not path.is_file():
         raise FlexrlError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":  # a shipped policy (flexrl.zoo): what acting needs
+        from flexrl.zoo import read_zoo_checkpoint
+
+        return read_zoo_checkpoint(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -1,0 +1,92 @@
+"""`flexrl zoo ls | export`: the shipped policies, and how one is made from a training run."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flexrl import zoo
+from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.errors import FlexrlError
+from flexrl.workspace import Workspace
+
+app = typer.Typer(
+    help="Shipped policies (zoo:NAME works wherever a run is accepted).", no_args_is_help=True
+)
+
+
+@app.command("ls")
+def ls(json_out: JsonOption = False) -> None:
+    """List the shipped policies with their training budget and eval figures."""
+    infos = [zoo.read_info(zoo.zoo_path(zoo.PREFIX + name)) for name in zoo.names()]
+    if json_out:
+        print_json(infos)
+        return
+    table = Table(header_style="bold")
+    for column in ("policy", "env steps", "train time", "tasks: speed m/s · yaw err · falls"):
+        table.add_column(column, justify="left" if column[0] in "pt" else "right")
+    for info in infos:
+        figures = [
+            f"{task} {_maybe(row.get('forward_speed'))} · {_maybe(row.get('yaw_rate_error'))}"
+            f" · {row['fall_rate']:.0%}"
+            for task, row in info.get("eval", {}).get("tasks", {}).items()
+        ]
+        hours = info.get("train_seconds")
+        table.add_row(
+            info["name"],
+            f"{info['global_step']:,}",
+            "-" if hours is None else f"{hours / 60:.0f} min",
+            "\n".join(figures) or "-",
+        )
+    console.print(table)
+
+
+@app.command("export")
+def export(
+    run: Annotated[str, typer.Argument(help="A train run (id, prefix or name) or checkpoint.")],
+    name: Annotated[str, typer.Argument(help="Zoo name, e.g. walk_forward.")],
+    eval_json: Annotated[
+        Path | None,
+        typer.Option("--eval", help="`flexrl eval ... --json` output to ship beside it."),
+    ] = None,
+    to: Annotated[Path, typer.Option(help="Directory to write into.")] = zoo.ZOO_DIR,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Export a training checkpoint as a shipped policy: NAME.safetensors and NAME.json."""
+    from flexrl.evaluation import resolve_source
+    from flexrl.workspace.runs import check_name
+
+    check_name(name, "zoo name")
+    ws = Workspace(workspace)
+    checkpoint, _, record = resolve_source(ws, run)
+    info: dict[str, Any] = {}
+    if record is not None:
+        info["run"] = {"id": record.id, "name": record.name}
+        info["train_seconds"] = _train_seconds(ws.run_dir(record.id) / "metrics.csv")
+    if eval_json is not None:
+        try:
+            report = json.loads(eval_json.read_text(encoding="utf-8"))
+            info["eval"] = {"settings": report["settings"], "tasks": report["tasks"]}
+        except (OSError, ValueError, KeyError) as e:
+            message = f"--eval {eval_json}: not a `flexrl eval --json` report ({e})"
+            raise FlexrlError(message) from None
+    path = zoo.export_policy(checkpoint, name, info, to)
+    console.print(f"exported {zoo.PREFIX}{name}: {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+def _train_seconds(metrics: Path) -> float | None:
+    """Wall time of the training behind a run (resumed runs carry their parents' time)."""
+    if not metrics.is_file():
+        return None
+    with open(metrics, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["time_s"]) if rows else None
+
+
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
