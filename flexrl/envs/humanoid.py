@@ -8,14 +8,16 @@ turn_right -> [0, 0, -rate], goal -> sampled), so one policy can learn all skill
 multi-task policy is conditioned explicitly.
 
 Reward: `flexrl.envs.rewards.shaped_reward` (exp-kernel velocity and yaw-rate tracking,
-healthy bonus, control and contact costs), computed from qpos/qvel/ctrl/cfrc_ext. The episode
-terminates on a fall (torso height outside `healthy_z_range`).
+healthy bonus; control, contact, yaw-rate and action-rate costs), computed from the simulator
+state and the last two actions. The episode terminates on a fall (torso height outside
+`healthy_z_range`).
 
 Info, on reset and on every step:
   goal        [3] the command this step was rewarded against, i.e. the goal in the observation
               the action was chosen from (a resample shows up in the *returned* observation);
   task_id     int index into `flexrl.envs.tasks.TASKS`;
-  lin_vel     [2] heading-frame (forward, left) velocity; yaw_rate: world yaw rate;
+  lin_vel     [2] heading-frame (forward, left) velocity of the centre of mass;
+  yaw_rate    the torso's world yaw rate (rad/s, + turns left);
   xy          [2] torso position and heading: its yaw (rad), both in the world frame;
   reward_terms {term: float} whose values sum to the reward (step only).
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import mujoco
 import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
@@ -65,6 +68,7 @@ class HumanoidSkillEnv(HumanoidEnv):
         self.task: Task = task
         self.goal = np.zeros(GOAL_DIM)
         self.episode_steps = 0
+        self.last_ctrl = np.zeros(17)  # Humanoid's 17 actuators; the action-rate cost reads it
         self._next_task: Task | None = None
         super().__init__(healthy_z_range=healthy_z_range, **kwargs)
         utils.EzPickle.__init__(
@@ -95,6 +99,7 @@ class HumanoidSkillEnv(HumanoidEnv):
             self.task = self.default_task
         self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
         self.episode_steps = 0
+        self.last_ctrl = np.zeros(self.model.nu)
         return super().reset_model()  # its noise, then our _get_obs with the new goal
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -113,6 +118,7 @@ class HumanoidSkillEnv(HumanoidEnv):
         """Count a simulated step and resample the command if due; returns the task info of the
         step (its goal is the one it was rewarded against, before any resample)."""
         self.episode_steps += 1
+        self.last_ctrl = self.data.ctrl.copy()
         info = self._task_info()
         if self.task == "goal" and self.episode_steps % self.command_cfg.resample_steps == 0:
             self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
@@ -137,6 +143,7 @@ class HumanoidSkillEnv(HumanoidEnv):
             "next_task": self._next_task,
             "goal": [float(x) for x in self.goal],
             "episode_steps": int(self.episode_steps),
+            "last_ctrl": [float(x) for x in self.last_ctrl],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -150,6 +157,7 @@ class HumanoidSkillEnv(HumanoidEnv):
         self._next_task = next_task
         self.goal = goal
         self.episode_steps = int(state["episode_steps"])
+        self.last_ctrl = np.array(state["last_ctrl"], dtype=np.float64)
 
     # --- reward from the current simulator state -----------------------------------------
 
@@ -170,13 +178,17 @@ MEASURED_INFO = ("lin_vel", "yaw_rate", "xy", "heading")
 
 
 def measure_batch(envs: Sequence[HumanoidSkillEnv]) -> dict[str, np.ndarray]:
-    """Of each env's current state: heading-frame velocity [N, 2], world yaw rate [N], torso
-    position xy [N, 2] and heading yaw [N] (world frame), and torso height [N]."""
+    """Of each env's current state: the heading-frame velocity of the centre of mass [N, 2]
+    (the body's; the torso's sways with every stride), the torso's world yaw rate [N], its
+    position xy [N, 2] and heading yaw [N] (world frame), and its height [N]."""
+    for env in envs:  # the centre of mass's velocity: MuJoCo computes it on request only
+        mujoco.mj_subtreeVel(env.model, env.data)
     qpos = np.stack([env.data.qpos for env in envs])
     qvel = np.stack([env.data.qvel for env in envs])
+    com_vel = np.stack([env.data.subtree_linvel[1] for env in envs])  # body 1 holds them all
     quat = qpos[:, 3:7]
     return {
-        "lin_vel": lin_vel_heading(quat, qvel[:, 0:3]),
+        "lin_vel": lin_vel_heading(quat, com_vel),
         "yaw_rate": world_yaw_rate(quat, qvel[:, 3:6]),
         "xy": qpos[:, 0:2],
         "heading": heading_yaw(quat),
@@ -211,5 +223,6 @@ def evaluate_batch(
         ctrl=np.stack([env.data.ctrl for env in envs]),
         contact_forces=np.stack([env.data.cfrc_ext for env in envs]),
         params=first.reward_cfg,
+        last_ctrl=np.stack([env.last_ctrl for env in envs]),
     )
     return total, terms, measured, healthy

@@ -18,7 +18,15 @@ import numpy as np
 
 from flexrl.config import RewardConfig
 
-TERM_NAMES = ("tracking_lin_vel", "tracking_yaw_rate", "healthy", "ctrl", "contact")
+TERM_NAMES = (
+    "tracking_lin_vel",
+    "tracking_yaw_rate",
+    "healthy",
+    "ctrl",
+    "contact",
+    "yaw_rate_cost",
+    "action_rate",
+)
 
 
 def heading_yaw(quat: np.ndarray) -> np.ndarray:
@@ -53,13 +61,17 @@ def shaped_reward(
     ctrl: np.ndarray,
     contact_forces: np.ndarray,
     params: RewardConfig,
+    last_ctrl: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Reward and its terms for N states.
 
     lin_vel [N, 2] heading-frame velocity, yaw_rate [N] world yaw rate, command [N, 3] as
-    [vx, vy, yaw_rate], healthy [N] bool, ctrl [N, nu], contact_forces [N, ...] (cfrc_ext).
+    [vx, vy, yaw_rate], healthy [N] bool, ctrl [N, nu], contact_forces [N, ...] (cfrc_ext),
+    last_ctrl [N, nu] the previous step's controls (zeros after a reset; None: zeros).
     Returns total [N] and {term: [N]} where total == sum of the terms (costs are negative).
     """
+    if last_ctrl is None:
+        last_ctrl = np.zeros_like(ctrl)
     lin_err = np.sum(np.square(command[:, :2] - lin_vel), axis=1)
     yaw_err = np.square(command[:, 2] - yaw_rate)
     contact = np.sum(np.square(contact_forces.reshape(len(contact_forces), -1)), axis=1)
@@ -70,6 +82,10 @@ def shaped_reward(
         "ctrl": -params.ctrl * np.sum(np.square(ctrl), axis=1),
         # Clipped as in Humanoid-v5: a hard landing must not swamp the episode's return.
         "contact": -np.minimum(params.contact * contact, params.contact_max),
+        # The kernel above saturates: far from the command it barely pulls. A quadratic cost
+        # keeps pulling, and punishes the torso twisting back and forth at every stride.
+        "yaw_rate_cost": -params.yaw_rate_cost * yaw_err,
+        "action_rate": -params.action_rate * np.sum(np.square(ctrl - last_ctrl), axis=1),
     }
     total = np.sum(np.stack([terms[name] for name in TERM_NAMES]), axis=0)
     return total, terms

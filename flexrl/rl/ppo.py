@@ -27,6 +27,7 @@ from flexrl.rl import checkpoint as ckpt
 from flexrl.rl.agent import Agent
 from flexrl.rl.envs import get_vector_env_state, make_vector_env, set_vector_env_state
 from flexrl.rl.normalization import ObsNormalizer, RewardScaler, ValueNormalizer
+from flexrl.rl.tracking import CommandTracking
 from flexrl.seeding import seed_everything
 from flexrl.workspace.records import Artifact, ArtifactKind, RunRecord
 from flexrl.workspace.runs import Run
@@ -150,6 +151,7 @@ def train_ppo(
     episode_return = np.zeros(num_envs)
     episode_length = np.zeros(num_envs, dtype=np.int64)
     recent_returns: deque[float] = deque(maxlen=RECENT_EPISODES)
+    tracking = CommandTracking(num_envs)
     global_step = 0
     start_update = 1
     if resume_from is not None:
@@ -169,6 +171,8 @@ def train_ppo(
         episode_return = state["episode"]["return"].numpy().copy()
         episode_length = state["episode"]["length"].numpy().copy()
         recent_returns.extend(state["episode"]["recent_returns"])
+        if "tracking" in state["episode"]:
+            tracking.load_state_dict(state["episode"]["tracking"])
         global_step = state["global_step"]
         start_update = state["update"] + 1
         ckpt.set_rng_state(state["rng"])
@@ -204,6 +208,7 @@ def train_ppo(
                     "return": torch.from_numpy(episode_return.copy()),
                     "length": torch.from_numpy(episode_length.copy()),
                     "recent_returns": list(recent_returns),
+                    "tracking": tracking.state_dict(),
                 },
             }
         )
@@ -259,6 +264,7 @@ def train_ppo(
                     )
                 raw_obs, reward, terminations, truncations, infos = envs.step(env_action)
                 done = terminations | truncations
+                tracking.step(infos, terminations, truncations)
                 if recorder is not None:
                     recorder.step(
                         env_action, reward, terminations, truncations, infos, raw_obs, global_step
@@ -385,6 +391,7 @@ def train_ppo(
             if finished_returns:  # updates in which no episode ended leave these cells empty
                 metrics["episodic_return"] = float(np.mean(finished_returns))
                 metrics["episodic_length"] = float(np.mean(finished_lengths))
+            metrics.update(tracking.metrics())
             run.log_metrics(global_step, metrics)
             for name, value in metrics.items():
                 writer.add_scalar(f"{_TB_GROUP.get(name, 'losses')}/{name}", value, global_step)
@@ -453,6 +460,10 @@ _TB_GROUP = {
     "learning_rate": "charts",
     "SPS": "charts",
     "global_step": "charts",
+    "episodic_fall_rate": "charts",
+    "episodic_forward_speed": "charts",
+    "episodic_lin_vel_error": "charts",
+    "episodic_yaw_rate_error": "charts",
 }
 
 
