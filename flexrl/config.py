@@ -69,6 +69,9 @@ class CommandConfig(StrictModel):
     vy_range: Range = (-0.5, 0.5)
     yaw_rate_range: Range = (-0.5, 0.5)
     resample_steps: int = Field(500, ge=1)
+    # `goal`: the share of commands that are [0, 0, 0], standing still (a uniform draw
+    # almost never is).
+    still_prob: float = Field(0.0, ge=0, le=1)
 
     _ranges_ordered = field_validator("vx_range", "vy_range", "yaw_rate_range")(_check_range)
 
@@ -88,7 +91,9 @@ class RewardConfig(StrictModel):
     ctrl: float = Field(0.1, ge=0, description="times sum(ctrl^2)")
     contact: float = Field(5e-7, ge=0, description="times sum(cfrc_ext^2)")
     contact_max: float = Field(10.0, ge=0, description="contact cost is clipped here")
-    yaw_rate_cost: float = Field(0.0, ge=0, description="times (yaw_rate - command)^2")
+    yaw_rate_cost: float = Field(
+        0.0, ge=0, description="times min((yaw_rate - command)^2, 1)"
+    )
     action_rate: float = Field(0.0, ge=0, description="times sum((ctrl - last ctrl)^2)")
 
 

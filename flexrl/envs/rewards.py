@@ -83,8 +83,10 @@ def shaped_reward(
         # Clipped as in Humanoid-v5: a hard landing must not swamp the episode's return.
         "contact": -np.minimum(params.contact * contact, params.contact_max),
         # The kernel above saturates: far from the command it barely pulls. A quadratic cost
-        # keeps pulling, and punishes the torso twisting back and forth at every stride.
-        "yaw_rate_cost": -params.yaw_rate_cost * yaw_err,
+        # keeps pulling, and punishes the torso twisting back and forth at every stride. It
+        # stops growing at 1 (rad/s)^2, so a body spinning as it falls cannot make ending the
+        # episode early pay (every step must be worth living).
+        "yaw_rate_cost": -params.yaw_rate_cost * np.minimum(yaw_err, 1.0),
         "action_rate": -params.action_rate * np.sum(np.square(ctrl - last_ctrl), axis=1),
     }
     total = np.sum(np.stack([terms[name] for name in TERM_NAMES]), axis=0)

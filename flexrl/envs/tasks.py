@@ -33,7 +33,10 @@ def sample_goal(task: Task, cfg: CommandConfig, rng: np.random.Generator) -> np.
         return np.array([0.0, 0.0, -cfg.turn_rate])
     if task == "goal":
         low, high = np.array([cfg.vx_range, cfg.vy_range, cfg.yaw_rate_range]).T
-        return rng.uniform(low, high)
+        goal = rng.uniform(low, high)
+        if cfg.still_prob > 0 and rng.random() < cfg.still_prob:
+            goal[:] = 0.0
+        return goal
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 

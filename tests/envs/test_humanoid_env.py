@@ -73,6 +73,21 @@ def test_goal_resamples_every_n_steps_and_is_reproducible_under_a_seed():
     assert not np.array_equal(obs_goals, other)
 
 
+def test_goal_commands_standing_still_in_the_given_share():
+    from flexrl.config import CommandConfig
+    from flexrl.envs.tasks import sample_goal
+
+    rng = np.random.default_rng(0)
+    cfg = CommandConfig(still_prob=0.25)
+    goals = np.array([sample_goal("goal", cfg, rng) for _ in range(4000)])
+    still = np.all(goals == 0.0, axis=1)
+    assert 0.22 < still.mean() < 0.28
+    # the others are uniform draws, which are never exactly still
+    assert np.all(np.any(goals[~still] != 0.0, axis=1))
+    never = np.array([sample_goal("goal", CommandConfig(), rng) for _ in range(1000)])
+    assert not np.any(np.all(never == 0.0, axis=1))
+
+
 def test_same_seed_same_start():
     env = gym.make("flexrl/HumanoidMultiTask-v0")
     first = [env.reset(seed=11) for _ in range(2)]

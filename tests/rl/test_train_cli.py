@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from flexrl.fileio import sha256_file
@@ -119,13 +120,22 @@ def test_sigterm_leaves_an_interrupted_run_with_a_checkpoint_that_resumes(cli, w
     assert load_checkpoint(workspace / final.ref)["global_step"] == total
 
 
-def test_ctrl_c_with_env_workers_interrupts_cleanly(workspace):
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        [QUICKSTART, "--set", "env.vectorization=async"],
+        # Humanoid envs stepped on threads: Ctrl-C lands while the main thread waits for them
+        ["recipes/humanoid_walk_forward.yaml", "--set", "env.num_envs=4",
+         "--set", "ppo.num_steps=16"],
+    ],
+    ids=["env-worker-processes", "env-threads"],
+)  # fmt: skip
+def test_ctrl_c_with_env_workers_interrupts_cleanly(workspace, recipe):
     """Ctrl-C reaches the whole process group, env worker processes included: the run still
     ends as interrupted with a checkpoint, and no worker is left behind."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "flexrl", "train", "--config", QUICKSTART,
-         "--set", "ppo.total_steps=10000000", "--set", "env.vectorization=async",
-         "--workspace", str(workspace)],
+        [sys.executable, "-m", "flexrl", "train", "--config", *recipe,
+         "--set", "ppo.total_steps=10000000", "--workspace", str(workspace)],
         cwd=REPO, env={**os.environ, "FLEXRL_DEBUG": ""}, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # A shell's background jobs start with SIGINT ignored; a terminal's foreground job not.

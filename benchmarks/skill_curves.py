@@ -1,0 +1,130 @@
+"""A skill's learning curve: speed, fall rate and tracking errors against env steps and wall time.
+
+    flexrl train --config recipes/humanoid_walk_forward.yaml --name walk --workspace WS
+    .venv/bin/python benchmarks/skill_curves.py walk_forward walk --workspace WS [--episodes 20]
+
+Reads the training metrics of RUN (a resumed run holds its whole history), plots the training
+episodes' forward speed, fall rate, velocity error and yaw-rate error (means over the episodes
+that ended in each update, stochastic policy, smoothed over 10 updates) against env steps, with
+wall time on the top axis, into benchmarks/curves/SKILL.png. Then evaluates the final policy as
+the issue's criteria do (`flexrl eval`, deterministic, --episodes episodes of 1000 steps with
+eval seeds, which training never uses) on each task the skill is judged on, draws those figures
+as dots at the end of the curves, and writes benchmarks/results/curves/SKILL.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from flexrl.analysis.curves import read_metrics, run_curve
+from flexrl.workspace import Workspace
+
+HERE = Path(__file__).parent
+# Which tasks each shipped skill is judged on (the multitask policy on all of them).
+JUDGED = {
+    "walk_forward": ["walk_forward"],
+    "turn_left": ["turn_left"],
+    "turn_right": ["turn_right"],
+    "goal": ["goal"],
+    "multitask": ["walk_forward", "turn_left", "turn_right", "goal"],
+}
+PANELS = (
+    ("episodic_forward_speed", "forward_speed", "forward speed (m/s)"),
+    ("episodic_fall_rate", "fall_rate", "fall rate"),
+    ("episodic_lin_vel_error", "lin_vel_error", "velocity error (m/s)"),
+    ("episodic_yaw_rate_error", "yaw_rate_error", "yaw-rate error (rad/s)"),
+)
+
+
+def smooth(y: np.ndarray, window: int = 10) -> np.ndarray:
+    """Trailing mean over `window` updates (the first ones over fewer)."""
+    cumulative = np.cumsum(np.insert(y, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(y) + 1), window)
+    return (cumulative[1:] - cumulative[np.arange(len(y)) + 1 - counts]) / counts
+
+
+def evaluate(run: str, task: str, episodes: int, workspace: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "flexrl", "eval", run, "--episodes", str(episodes),
+         "--task", task, "--json", "--workspace", str(workspace)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return json.loads(out)["tasks"][task]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("skill", choices=sorted(JUDGED))
+    parser.add_argument("run", help="the training run (id, prefix or name)")
+    parser.add_argument("--workspace", type=Path, required=True)
+    parser.add_argument("--episodes", type=int, default=20)
+    args = parser.parse_args()
+
+    record = Workspace(args.workspace).resolve_run(args.run)
+    curves = {metric: run_curve(record, metric, args.workspace) for metric, _, _ in PANELS}
+    columns = read_metrics(record.id, args.workspace)
+    steps, minutes = columns["step"].astype(float), columns["time_s"] / 60.0
+    evals = {t: evaluate(record.id, t, args.episodes, args.workspace) for t in JUDGED[args.skill]}
+
+    fig = Figure(figsize=(11, 7), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (metric, key, label) in zip(axes, PANELS, strict=True):
+        curve = curves[metric]
+        ax.plot(curve.x / 1e6, curve.y, color="C0", alpha=0.2, lw=0.8)
+        ax.plot(curve.x / 1e6, smooth(curve.y), color="C0", label="training episodes")
+        for i, (task, row) in enumerate(evals.items()):
+            if row.get(key) is not None:
+                ax.plot(
+                    curve.x[-1] / 1e6, row[key], "o", color=f"C{i + 1}",
+                    label=f"final eval: {task}",
+                )  # fmt: skip
+        ax.set(xlabel="environment steps (millions)", ylabel=label)
+        ax.grid(alpha=0.3)
+        if len(steps) > 1:
+            top = ax.secondary_xaxis(
+                "top",
+                functions=(
+                    lambda m: np.interp(m, steps / 1e6, minutes),
+                    lambda t: np.interp(t, minutes, steps / 1e6),
+                ),
+            )
+            top.set_xlabel("wall time (minutes)")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize="small")
+    summary = "; ".join(
+        f"{task}: {row['forward_speed']:.2f} m/s, yaw err {row['yaw_rate_error']:.2f}, "
+        f"falls {row['fall_rate']:.0%}"
+        for task, row in evals.items()
+    )
+    fig.suptitle(f"{args.skill} ({record.name}), final policy over {args.episodes} eval episodes "
+                 f"— {summary}", fontsize="medium")  # fmt: skip
+    plot = HERE / "curves" / f"{args.skill}.png"
+    plot.parent.mkdir(exist_ok=True)
+    fig.savefig(plot, dpi=100)
+
+    out = HERE / "results" / "curves" / f"{args.skill}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "run": record.id,
+                "steps": float(steps[-1]),
+                "wall_minutes": float(minutes[-1]),
+                "eval": evals,
+            },
+            indent=2,
+        )
+    )
+    print(json.dumps(evals, indent=2))
+    print(f"plot: {plot}\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()

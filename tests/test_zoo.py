@@ -1,0 +1,121 @@
+"""Shipped policies (flexrl/zoo): they load, stay up and do their skill; zoo:NAME resolves."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import flexrl.envs  # noqa: F401  (registers the ids)
+from flexrl import zoo
+from flexrl.config import TrainRecipe
+from flexrl.rl.checkpoint import load_checkpoint, load_policy
+
+SHIPPED = zoo.names()
+STEPS = 300  # 4.5 s of simulated time
+DT = 0.015
+
+
+def rollout(name: str, task: str, seed: int = 12345) -> dict[str, float]:
+    """STEPS deterministic steps of `task` from an eval-style seed never used in training."""
+    path = zoo.zoo_path(zoo.PREFIX + name)
+    recipe = TrainRecipe.model_validate(load_checkpoint(path)["recipe"])
+    policy = load_policy(path)
+    from flexrl.envs import make_env
+
+    env = make_env(recipe.env.model_copy(update={"task": task, "task_weights": {}}))
+    obs, info = env.reset(seed=seed)
+    start_xy, start_heading, turned = info["xy"].copy(), info["heading"], 0.0
+    goal = info["goal"]
+    for step in range(STEPS):
+        obs, _, terminated, _, info = env.step(policy.act(obs))
+        turned += info["yaw_rate"] * DT
+        if terminated:
+            break
+    env.close()
+    heading = start_heading
+    forward = np.array([np.cos(heading), np.sin(heading)])
+    return {
+        "steps": step + 1,
+        "fell": bool(terminated),
+        "forward_m": float((info["xy"] - start_xy) @ forward),
+        "turned_rad": turned,
+        "goal": goal,
+    }
+
+
+def test_the_issue_skills_are_shipped():
+    assert {"walk_forward"} <= set(SHIPPED), SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_policy_is_small_and_documented(name: str):
+    path = zoo.zoo_path(zoo.PREFIX + name)
+    assert path.stat().st_size < 4 * 2**20
+    info = zoo.read_info(path)
+    assert info["name"] == zoo.PREFIX + name and info["global_step"] > 0
+    assert "recipe" in info and "seed" in info and info["eval"]["tasks"]
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n in ("walk_forward", "multitask")])
+def test_walker_stays_up_and_walks_forward(name: str):
+    result = rollout(name, "walk_forward")
+    assert not result["fell"], result
+    # 1.0 m/s commanded: at least half of it, along the start heading, over 4.5 s
+    assert result["forward_m"] > 0.5 * STEPS * DT, result
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "sign"),
+    [
+        (n, t, s)
+        for n in SHIPPED
+        for t, s in (("turn_left", 1), ("turn_right", -1))
+        if n in (t, "multitask")
+    ],
+)
+def test_turner_stays_up_and_turns_its_way(name: str, task: str, sign: int):
+    result = rollout(name, task)
+    assert not result["fell"], result
+    commanded = result["goal"][2] * STEPS * DT
+    assert sign * result["turned_rad"] > 0.5 * abs(commanded), result
+
+
+def test_unknown_zoo_name_is_one_line_and_status_2(cli, workspace):
+    result = cli("eval", "zoo:no_such_skill", "--workspace", str(workspace))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unknown shipped policy 'zoo:no_such_skill'")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_round_trip_acts_as_the_checkpoint(cli, workspace, tmp_path):
+    """A training checkpoint exported to the zoo format acts exactly as it did."""
+    trained = cli(
+        "train", "--config", "recipes/quickstart.yaml", "--name", "tiny",
+        "--set", "ppo.total_steps=64", "--set", "env.num_envs=2", "--set", "ppo.num_steps=32",
+        "--workspace", str(workspace),
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    report = tmp_path / "eval.json"
+    evaluated = cli("eval", "tiny", "--episodes", "1", "--json", "--workspace", str(workspace))
+    assert evaluated.returncode == 0, evaluated.stderr
+    report.write_text(evaluated.stdout)
+    exported = cli(
+        "zoo", "export", "tiny", "tiny_skill", "--eval", str(report), "--to", str(tmp_path),
+        "--workspace", str(workspace),
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    info = json.loads((tmp_path / "tiny_skill.json").read_text())
+    assert info["run"]["name"] == "tiny" and info["eval"]["tasks"]
+    checkpoint = next((workspace / "runs").glob("*tiny*/artifacts/final.pt"))
+    original, shipped = load_policy(checkpoint), load_policy(tmp_path / "tiny_skill.safetensors")
+    env = gym.make("InvertedPendulum-v5")
+    obs, _ = env.reset(seed=0)
+    for _ in range(50):
+        a, b = original.act(obs), shipped.act(obs)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # float32 weights, as trained
+        obs, _, terminated, truncated, _ = env.step(a)
+        if terminated or truncated:
+            obs, _ = env.reset()
