@@ -91,9 +91,7 @@ class RewardConfig(StrictModel):
     ctrl: float = Field(0.1, ge=0, description="times sum(ctrl^2)")
     contact: float = Field(5e-7, ge=0, description="times sum(cfrc_ext^2)")
     contact_max: float = Field(10.0, ge=0, description="contact cost is clipped here")
-    yaw_rate_cost: float = Field(
-        0.0, ge=0, description="times min((yaw_rate - command)^2, 1)"
-    )
+    yaw_rate_cost: float = Field(0.0, ge=0, description="times min((yaw_rate - command)^2, 1)")
     action_rate: float = Field(0.0, ge=0, description="times sum((ctrl - last ctrl)^2)")
 
 

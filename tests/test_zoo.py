@@ -28,17 +28,18 @@ def rollout(name: str, task: str, seed: int = 12345) -> dict[str, float]:
     env = make_env(recipe.env.model_copy(update={"task": task, "task_weights": {}}))
     obs, info = env.reset(seed=seed)
     start_xy, start_heading, turned = info["xy"].copy(), info["heading"], 0.0
-    goal = info["goal"]
-    for step in range(STEPS):
+    goal, steps = info["goal"], 0
+    while steps < STEPS:
         obs, _, terminated, _, info = env.step(policy.act(obs))
         turned += info["yaw_rate"] * DT
+        steps += 1
         if terminated:
             break
     env.close()
     heading = start_heading
     forward = np.array([np.cos(heading), np.sin(heading)])
     return {
-        "steps": step + 1,
+        "steps": steps,
         "fell": bool(terminated),
         "forward_m": float((info["xy"] - start_xy) @ forward),
         "turned_rad": turned,
