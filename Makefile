@@ -31,8 +31,11 @@ lint: install  ## ruff over the package, tests and benchmarks
 	$(VENV)/bin/ruff check flexrl tests benchmarks
 	$(VENV)/bin/ruff format --check flexrl tests benchmarks
 
-demo: install  ## the pipeline end to end on the quickstart task, into $(DEMO_DIR)/ (SEED=0)
+demo: install  ## a shipped Humanoid skill, then the pipeline end to end on the quickstart task, into $(DEMO_DIR)/ (SEED=0)
 	rm -rf $(DEMO_DIR)
+	@echo "== 0/7  a shipped skill: the MuJoCo Humanoid walks at 1 m/s (zoo:walk_forward, trained here in PPO) =="
+	$(FLEXRL) eval zoo:walk_forward --episodes 3 --video $(DEMO_DIR)/walk.mp4 --video-steps 200 \
+		-w $(DEMO_DIR) || $(FLEXRL) eval zoo:walk_forward --episodes 3 -w $(DEMO_DIR)
 	@echo "== 1/7  PPO learns to balance MuJoCo's inverted pendulum (until 20 episodes in a row reach 1000) =="
 	$(FLEXRL) train --config recipes/quickstart.yaml --name expert --seed $(SEED) -w $(DEMO_DIR)
 	@echo "== 2/7  evaluate it, and render a short video offscreen =="
@@ -63,7 +66,7 @@ demo: install  ## the pipeline end to end on the quickstart task, into $(DEMO_DI
 	@$(PY) -c "$$DEMO_SUMMARY" $(DEMO_DIR)
 	@echo "  workspace     $(DEMO_DIR)/   (every run: recipe, provenance, metrics.csv, artifacts)"
 	@echo "  PPO policy    $$(ls $(DEMO_DIR)/runs/*-expert-*/artifacts/final.pt)"
-	@echo "  video         $$(ls $(DEMO_DIR)/expert.mp4 2>/dev/null || echo 'not rendered (no GL)')"
+	@echo "  videos        $$(ls $(DEMO_DIR)/walk.mp4 $(DEMO_DIR)/expert.mp4 2>/dev/null | xargs || echo 'not rendered (no GL)')"
 	@echo "  dataset       $(DEMO_DIR)/datasets/pendulum/   (pendulum@v1 expert, @v2 + novice)"
 	@echo "  DT policy     $$(ls $(DEMO_DIR)/runs/*-dt-*/artifacts/checkpoints/policy.pt)"
 	@echo "  next          export FLEXRL_WORKSPACE=$(DEMO_DIR)   # or -w $(DEMO_DIR) on each command"
@@ -81,6 +84,9 @@ novice = mixed[len(expert):]
 def score(name):
     m = ws.resolve_run(f"eval-{name}").metrics_last
     return f"{m['eval_return']:7.1f}   falls in {m['eval_fall_rate']:.0%} of episodes"
+walk = ws.resolve_run("eval-zoo-walk_forward").metrics_last
+print(f"  zoo:walk_forward  {walk['eval_forward_speed']:.2f} m/s at a 1.0 m/s command, "
+      f"falls in {walk['eval_fall_rate']:.0%} of episodes")
 print(f"  pendulum@v2   {len(mixed)} episodes: mean return {mixed.mean():.1f}"
       f" ({len(expert)} expert at {expert.mean():.0f}, {len(novice)} novice at {novice.mean():.0f})")
 print(f"  BC            {score('bc')}   (imitates the average of the data)")

@@ -17,6 +17,14 @@ and reward, envs, rollout, minibatches, epochs, network, annealed learning rate,
 normalisation) with DummyVecEnv and with SubprocVecEnv. Each measurement runs in a fresh
 subprocess, timed end to end; repetitions interleave the variants so other load slows all
 alike; the table shows medians. Writes benchmarks/results/walk_bench.json.
+
+Time to walk (--time-to-walk, long: 2 x --minutes): flexrl's walking recipe and SB3 PPO with
+rl-baselines3-zoo's Humanoid hyperparameters (1 env x 512 steps, batch 256, 5 epochs, lr
+3.6e-5, gamma 0.95, 256x256 ReLU, log-std -2, VecNormalize), both on the same env and reward
+(`flexrl/HumanoidWalk-v0`), each given the same wall time on this machine, then evaluated alike:
+--episodes deterministic episodes of walk_forward with eval seeds, forward speed and fall rate
+(flexrl.evaluation). Each side's result is written when it finishes; a rerun skips it.
+Writes benchmarks/results/walk_bench_time_to_walk.json.
 """
 
 from __future__ import annotations
@@ -244,7 +252,124 @@ def sb3_worker(steps: int, seed: int, subproc: bool) -> dict[str, Any]:
     return {"steps": taken, "seconds": seconds, "sps": taken / seconds}
 
 
-WORKERS = {"vector": vector_worker, "flexrl": flexrl_worker, "sb3": sb3_worker}
+# ---------------------------------------------------------------------------------------------
+# Time to walk: equal wall time, then the same evaluation
+
+
+class _SB3Actor:
+    """An SB3 PPO model (with its VecNormalize statistics) as a flexrl evaluation Actor."""
+
+    def __init__(self, model: Any, normalizer: Any) -> None:
+        self.model, self.normalizer = model, normalizer
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        action, _ = self.model.predict(self.normalizer.normalize_obs(obs), deterministic=True)
+        return action
+
+    def observe(self, reward: float, info: dict[str, Any]) -> None:
+        pass
+
+
+def _walk_eval(actor: Any, episodes: int) -> dict[str, Any]:
+    import gymnasium as gym
+
+    from flexrl.evaluation import TaskMetrics, episode_seeds, run_episode
+
+    env = gym.make(ENV_ID, max_episode_steps=1000)
+    results = [run_episode(env, actor, s, "walk_forward") for s in episode_seeds(1, episodes)]
+    env.close()
+    metrics = TaskMetrics.from_episodes("walk_forward", results)
+    return {k: getattr(metrics, k) for k in ("forward_speed", "fall_rate", "length_mean",
+                                             "lin_vel_error", "distance")}  # fmt: skip
+
+
+def flexrl_walk_worker(minutes: float, episodes: int, workspace: str) -> dict[str, Any]:
+    """The recipe trained for `minutes` of wall time (then stopped as a user would, with
+    SIGTERM: the run keeps its last update boundary), evaluated."""
+    import signal
+
+    _setup()
+    command = [sys.executable, "-m", "flexrl", "train", "--config", str(RECIPE),
+               "--name", "time-to-walk", "--workspace", workspace]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        process.wait(timeout=minutes * 60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        process.wait()
+    from flexrl.evaluation import PPOActor
+    from flexrl.rl.checkpoint import load_checkpoint, load_policy, run_checkpoint
+    from flexrl.workspace import Workspace
+
+    ws = Workspace(workspace)
+    record = ws.list_runs()[-1]
+    path, _ = run_checkpoint(ws, record)
+    steps = int(load_checkpoint(path)["global_step"])
+    return {"steps": steps, **_walk_eval(PPOActor(load_policy(path)), episodes)}
+
+
+def sb3_walk_worker(minutes: float, episodes: int, workspace: str) -> dict[str, Any]:
+    """rl-baselines3-zoo's Humanoid PPO (hyperparams/ppo.yml, Humanoid-v3) for `minutes`."""
+    _setup()
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+    from torch import nn
+
+    deadline = time.monotonic() + minutes * 60
+
+    class Deadline(BaseCallback):
+        def _on_step(self) -> bool:
+            return time.monotonic() < deadline
+
+    venv = make_vec_env(ENV_ID, n_envs=1, seed=0, env_kwargs={"max_episode_steps": 1000})
+    venv = VecNormalize(venv, gamma=0.95)
+    model = PPO(
+        "MlpPolicy", venv, n_steps=512, batch_size=256, gamma=0.95, learning_rate=3.56987e-05,
+        ent_coef=0.00238306, clip_range=0.3, n_epochs=5, gae_lambda=0.9, max_grad_norm=2,
+        vf_coef=0.431892, device="cpu", seed=0, verbose=0,
+        policy_kwargs={"log_std_init": -2, "ortho_init": False, "activation_fn": nn.ReLU,
+                       "net_arch": {"pi": [256, 256], "vf": [256, 256]}},
+    )  # fmt: skip
+    model.learn(total_timesteps=10**9, callback=Deadline())
+    steps = int(model.num_timesteps)
+    venv.training = False
+    return {"steps": steps, **_walk_eval(_SB3Actor(model, venv), episodes)}
+
+
+def time_to_walk(args: argparse.Namespace) -> None:
+    out = RESULTS / "walk_bench_time_to_walk.json"
+    RESULTS.mkdir(exist_ok=True)
+    done: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    for label, worker in (("flexrl", "flexrl_walk"), ("SB3 rl-zoo", "sb3_walk")):
+        if label in done.get("results", {}):
+            continue
+        print(f"{label}: training for {args.minutes:g} minutes ...", flush=True)
+        workspace = tempfile.mkdtemp(prefix="walk-bench-")
+        result = spawn(worker, minutes=args.minutes, episodes=args.episodes, workspace=workspace)
+        done.setdefault("results", {})[label] = result
+        done.update(minutes=args.minutes, episodes=args.episodes, env=ENV_ID,
+                    timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))  # fmt: skip
+        out.write_text(json.dumps(done, indent=2))
+    print(f"\n{ENV_ID}, {done['minutes']:g} minutes of wall time each, "
+          f"{done['episodes']} deterministic eval episodes")  # fmt: skip
+    print(f"{'learner':<12} {'env steps':>10} {'speed m/s':>10} {'fall rate':>10}")
+    for label, r in done["results"].items():
+        print(f"{label:<12} {r['steps']:>10,} {r['forward_speed']:>10.2f} {r['fall_rate']:>10.0%}")
+    print(f"wrote {out}")
+
+
+WORKERS = {
+    "vector": vector_worker,
+    "flexrl": flexrl_worker,
+    "sb3": sb3_worker,
+    "flexrl_walk": flexrl_walk_worker,
+    "sb3_walk": sb3_walk_worker,
+}
 
 
 def spawn(kind: str, **kwargs: Any) -> dict[str, Any]:
@@ -283,11 +408,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=262_144, help="env steps per learner run")
     parser.add_argument("--seconds", type=float, default=15.0, help="per vectorisation option")
     parser.add_argument("--quick", action="store_true", help="a ~2 minute sanity run")
+    parser.add_argument("--time-to-walk", action="store_true", help="equal wall time (long)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="with --time-to-walk")
+    parser.add_argument("--episodes", type=int, default=20, help="with --time-to-walk")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(WORKERS[args.worker](**json.loads(args.worker_args))))
+        return
+    if args.time_to_walk:
+        time_to_walk(args)
         return
     if args.quick:
         args.repeats, args.steps, args.seconds = 1, 16_384, 3.0

@@ -124,6 +124,14 @@ class HumanoidSkillEnv(HumanoidEnv):
             self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
         return info
 
+    def render(self) -> Any:
+        # gymnasium renders offscreen through a free camera, on which Humanoid's trackbodyid
+        # does nothing: a walker leaves the frame. Keep the camera on the torso.
+        viewer = self.mujoco_renderer.viewer
+        if viewer is not None:
+            viewer.cam.lookat[:] = self.data.qpos[:3]
+        return super().render()
+
     def _get_obs(self) -> np.ndarray:
         return np.concatenate([super()._get_obs(), self.goal])
 
