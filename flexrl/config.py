@@ -95,7 +95,14 @@ class RewardConfig(StrictModel):
     action_rate: float = Field(0.0, ge=0, description="times sum((ctrl - last ctrl)^2)")
 
 
-HUMANOID_ONLY_FIELDS = ("task", "task_weights", "command", "reward", "healthy_z_range")
+HUMANOID_ONLY_FIELDS = (
+    "task",
+    "task_weights",
+    "command",
+    "reward",
+    "healthy_z_range",
+    "sim_threads",
+)
 
 
 class EnvConfig(StrictModel):
