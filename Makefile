@@ -32,7 +32,7 @@ lint: install  ## ruff over the package, tests and benchmarks
 	$(VENV)/bin/ruff format --check flexrl tests benchmarks
 
 demo: install  ## a shipped Humanoid skill, then the pipeline end to end on the quickstart task, into $(DEMO_DIR)/ (SEED=0)
-	rm -rf $(DEMO_DIR)
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	@echo "== 0/7  a shipped skill: the MuJoCo Humanoid walks at 1 m/s (zoo:walk_forward, trained here in PPO) =="
 	$(FLEXRL) eval zoo:walk_forward --episodes 3 --video $(DEMO_DIR)/walk.mp4 --video-steps 200 \
 		-w $(DEMO_DIR) || $(FLEXRL) eval zoo:walk_forward --episodes 3 -w $(DEMO_DIR)
