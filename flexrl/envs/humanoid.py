@@ -18,7 +18,8 @@ Info, on reset and on every step:
   task_id     int index into `flexrl.envs.tasks.TASKS`;
   lin_vel     [2] heading-frame (forward, left) velocity of the centre of mass;
   yaw_rate    the torso's world yaw rate (rad/s, + turns left);
-  xy          [2] torso position and heading: its yaw (rad), both in the world frame;
+  xy          [2] torso position in the world frame (m);
+  heading     the torso's yaw in the world frame (rad);
   reward_terms {term: float} whose values sum to the reward (step only).
 
 Multi-task: with `task_weights`, each reset draws the episode's task from those weights;
@@ -165,7 +166,8 @@ class HumanoidSkillEnv(HumanoidEnv):
         self._next_task = next_task
         self.goal = goal
         self.episode_steps = int(state["episode_steps"])
-        self.last_ctrl = np.array(state["last_ctrl"], dtype=np.float64)
+        # states saved before the action-rate cost existed have no last controls: zeros
+        self.last_ctrl = np.array(state.get("last_ctrl", np.zeros(self.model.nu)), np.float64)
 
     # --- reward from the current simulator state -----------------------------------------
 
