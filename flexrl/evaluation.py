@@ -78,6 +78,7 @@ SUMMARY_KEYS = (
     ("yaw_rate_error", "yaw_rate_error"),
     ("forward_speed", "forward_speed"),
     ("distance", "distance"),
+    ("turned", "turned"),
 )
 
 
@@ -296,6 +297,9 @@ class EpisodeResult:
     # metres the torso moved along the commanded direction, from its positions (a cross-check
     # of the velocities); None where the command never asked for motion (turning on the spot)
     distance: float | None = None
+    # radians the torso's heading turned in the commanded direction, from its orientations
+    # (a cross-check of the yaw rates); None where no turn was ever commanded
+    turned: float | None = None
 
 
 @dataclass
@@ -310,6 +314,7 @@ class TaskMetrics:
     yaw_rate_error: float | None = None
     forward_speed: float | None = None
     distance: float | None = None  # mean over episodes
+    turned: float | None = None  # mean over episodes
 
     @classmethod
     def from_episodes(cls, task: str, results: list[EpisodeResult]) -> TaskMetrics:
@@ -330,6 +335,7 @@ class TaskMetrics:
             yaw_rate_error=mean_of([r.yaw_rate_error for r in results]),
             forward_speed=mean_of([r.forward_speed for r in results]),
             distance=mean_of([r.distance for r in results]),
+            turned=mean_of([r.turned for r in results]),
         )
 
 
@@ -400,6 +406,7 @@ def run_episode(
     yaw_errors: list[float] = []
     speeds: list[float] = []
     distance: float | None = None
+    turned: float | None = None
     while max_steps is None or length < max_steps:
         action = actor.act(obs, info)
         before = info
@@ -415,6 +422,9 @@ def run_episode(
             step_distance = distance_along_command(before, info)
             if step_distance is not None:
                 distance = (distance or 0.0) + step_distance
+            step_turn = turn_toward_command(before, info)
+            if step_turn is not None:
+                turned = (turned or 0.0) + step_turn
         if on_step is not None:
             on_step()
         if terminated or truncated:
@@ -429,6 +439,7 @@ def run_episode(
         yaw_rate_error=float(np.mean(yaw_errors)) if yaw_errors else None,
         forward_speed=float(np.mean(speeds)) if speeds else None,
         distance=distance,
+        turned=turned,
     )
 
 
@@ -447,6 +458,19 @@ def distance_along_command(before: dict[str, Any], after: dict[str, Any]) -> flo
     direction = np.array([c * command[0] - s * command[1], s * command[0] + c * command[1]])
     moved = np.asarray(after["xy"]) - np.asarray(before["xy"])
     return float(moved @ direction) / speed
+
+
+def turn_toward_command(before: dict[str, Any], after: dict[str, Any]) -> float | None:
+    """Radians the torso's heading turned in one step, signed so that turning the commanded
+    way is positive; None when no turn was commanded (or the env reports no heading)."""
+    if "heading" not in before or "heading" not in after:
+        return None
+    command = float(np.asarray(after["goal"])[2])
+    if abs(command) < 1e-6:
+        return None
+    change = float(after["heading"]) - float(before["heading"])
+    change = (change + np.pi) % (2 * np.pi) - np.pi  # across the +-pi seam
+    return change * np.sign(command)
 
 
 def make_eval_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:

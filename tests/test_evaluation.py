@@ -115,6 +115,8 @@ def test_humanoid_rows_per_task_video_and_lineage(cli, trained, tmp_path):
     assert walk["lin_vel_error"] >= 1.0 - walk["forward_speed"] - 1e-9
     # Distance along the command, from positions: none where turning on the spot is asked.
     assert rows["turn_left"]["distance"] is None and isinstance(walk["distance"], float)
+    # Radians turned the commanded way, from headings: none where no turn is asked.
+    assert walk["turned"] is None and isinstance(rows["turn_right"]["turned"], float)
     assert {e["task"] for e in report["episodes"]} == set(rows)
 
     # A playable MP4: the frames the report says, at the small default size.
@@ -306,3 +308,19 @@ def test_distance_along_command_from_positions():
     spin = (0.0, 0.0, 0.5)
     assert distance_along_command(info(0, 0, 0, spin), info(1, 1, 0, spin)) is None
     assert distance_along_command({"goal": np.ones(3)}, {"goal": np.ones(3)}) is None
+
+
+def test_turn_toward_command_from_headings():
+    from flexrl.evaluation import turn_toward_command
+
+    def info(heading, yaw_rate):
+        return {"heading": heading, "goal": np.array([0.0, 0.0, yaw_rate])}
+
+    # a left turn of 0.1 rad counts +0.1 when left is asked, -0.1 when right is
+    assert turn_toward_command(info(0.2, 0.5), info(0.3, 0.5)) == pytest.approx(0.1)
+    assert turn_toward_command(info(0.2, -0.5), info(0.3, -0.5)) == pytest.approx(-0.1)
+    # across the +-pi seam a small left turn is still small: 3.1 -> -3.1 is +0.083 rad
+    assert turn_toward_command(info(3.1, 0.5), info(-3.1, 0.5)) == pytest.approx(2 * np.pi - 6.2)
+    # no turn commanded, or no heading reported: none
+    assert turn_toward_command(info(0.0, 0.0), info(1.0, 0.0)) is None
+    assert turn_toward_command({"goal": np.ones(3)}, {"goal": np.ones(3)}) is None

@@ -93,6 +93,7 @@ def _print_table(outcome: evaluation.EvalOutcome) -> None:
         table.add_column("yaw-rate error (rad/s)", justify="right")
         table.add_column("forward speed (m/s)", justify="right")
         table.add_column("distance (m)", justify="right")
+        table.add_column("turned (rad)", justify="right")
     for t in report.tasks:
         row = [
             t.task,
@@ -106,6 +107,7 @@ def _print_table(outcome: evaluation.EvalOutcome) -> None:
                 _maybe(t.yaw_rate_error),
                 _maybe(t.forward_speed),
                 _maybe(t.distance),
+                _maybe(t.turned),
             ]
         table.add_row(*row)
     console.print(table)

@@ -17,7 +17,8 @@ Info, on reset and on every step:
               the action was chosen from (a resample shows up in the *returned* observation);
   task_id     int index into `flexrl.envs.tasks.TASKS`;
   lin_vel     [2] heading-frame (forward, left) velocity of the centre of mass;
-  yaw_rate    the torso's world yaw rate (rad/s, + turns left);
+  yaw_rate    the whole body's yaw rate (rad/s, + turns left): its angular momentum about the
+              vertical through the centre of mass over its moment of inertia about that axis;
   xy          [2] torso position in the world frame (m);
   heading     the torso's yaw in the world frame (rad);
   reward_terms {term: float} whose values sum to the reward (step only).
@@ -40,7 +41,7 @@ from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 from gymnasium.spaces import Box
 
 from flexrl.config import CommandConfig, RewardConfig, Task
-from flexrl.envs.rewards import heading_yaw, lin_vel_heading, shaped_reward, world_yaw_rate
+from flexrl.envs.rewards import body_yaw_rate, heading_yaw, lin_vel_heading, shaped_reward
 from flexrl.envs.tasks import GOAL_DIM, TASKS, sample_goal, sample_task, task_id, task_probabilities
 
 BASE_OBS_DIM = 348
@@ -189,17 +190,26 @@ MEASURED_INFO = ("lin_vel", "yaw_rate", "xy", "heading")
 
 def measure_batch(envs: Sequence[HumanoidSkillEnv]) -> dict[str, np.ndarray]:
     """Of each env's current state: the heading-frame velocity of the centre of mass [N, 2]
-    (the body's; the torso's sways with every stride), the torso's world yaw rate [N], its
-    position xy [N, 2] and heading yaw [N] (world frame), and its height [N]."""
-    for env in envs:  # the centre of mass's velocity: MuJoCo computes it on request only
+    and the whole body's yaw rate [N] (the body's, not the torso's: the torso sways and twists
+    with every stride), the torso's position xy [N, 2] and heading yaw [N] (world frame), and
+    its height [N]."""
+    for env in envs:  # centre-of-mass velocity and momentum: MuJoCo computes them on request
         mujoco.mj_subtreeVel(env.model, env.data)
+    model = envs[0].model
     qpos = np.stack([env.data.qpos for env in envs])
-    qvel = np.stack([env.data.qvel for env in envs])
-    com_vel = np.stack([env.data.subtree_linvel[1] for env in envs])  # body 1 holds them all
+    # Body 1 (the torso) is the root of the subtree that holds the whole humanoid.
+    com_vel = np.stack([env.data.subtree_linvel[1] for env in envs])
     quat = qpos[:, 3:7]
     return {
         "lin_vel": lin_vel_heading(quat, com_vel),
-        "yaw_rate": world_yaw_rate(quat, qvel[:, 3:6]),
+        "yaw_rate": body_yaw_rate(
+            angmom_z=np.array([env.data.subtree_angmom[1][2] for env in envs]),
+            com_xy=np.stack([env.data.subtree_com[1][:2] for env in envs]),
+            body_xy=np.stack([env.data.xipos[1:, :2] for env in envs]),
+            body_rot_z=np.stack([env.data.ximat[1:, 6:9] for env in envs]),
+            mass=model.body_mass[1:],
+            inertia=model.body_inertia[1:],
+        ),
         "xy": qpos[:, 0:2],
         "heading": heading_yaw(quat),
         "height": qpos[:, 2],

@@ -43,14 +43,26 @@ def lin_vel_heading(quat: np.ndarray, lin_vel_world: np.ndarray) -> np.ndarray:
     return np.stack([c * vx + s * vy, -s * vx + c * vy], axis=1)
 
 
-def world_yaw_rate(quat: np.ndarray, ang_vel_body: np.ndarray) -> np.ndarray:
-    """[N] world-z angular velocity (rad/s, + is a left turn) from the body-frame [N, 3]."""
-    w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
-    # Third row of the body-to-world rotation matrix: world z in body coordinates.
-    row_z = np.stack(
-        [2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)], axis=1
-    )
-    return np.einsum("ni,ni->n", row_z, ang_vel_body)
+def body_yaw_rate(
+    angmom_z: np.ndarray,
+    com_xy: np.ndarray,
+    body_xy: np.ndarray,
+    body_rot_z: np.ndarray,
+    mass: np.ndarray,
+    inertia: np.ndarray,
+) -> np.ndarray:
+    """[N] yaw rate of a whole articulated body (rad/s, + is a left turn): its angular
+    momentum about the vertical through its centre of mass [N] over its moment of inertia
+    about that axis, the rotational counterpart of the centre-of-mass velocity. A body turning
+    rigidly at w gets w; limbs swinging against each other in a stride cancel out, where the
+    torso's own yaw rate swings by ~0.5 rad/s at every step.
+
+    Per part b of B: centre of mass `body_xy` [N, B, 2], the third row of its inertial frame's
+    rotation `body_rot_z` [N, B, 3], `mass` [B] and principal `inertia` [B, 3]."""
+    offset_sq = ((body_xy - com_xy[:, None, :]) ** 2).sum(axis=2)
+    own = (body_rot_z**2 * inertia[None]).sum(axis=2)  # (R diag(I) R^T)_zz
+    inertia_z = (own + mass[None] * offset_sq).sum(axis=1)
+    return angmom_z / inertia_z
 
 
 def shaped_reward(

@@ -12,7 +12,7 @@ import pytest
 import flexrl.envs  # noqa: F401  (registers the ids)
 from flexrl.config import RewardConfig
 from flexrl.envs.humanoid import HumanoidSkillEnv
-from flexrl.envs.rewards import TERM_NAMES, heading_yaw, shaped_reward, world_yaw_rate
+from flexrl.envs.rewards import TERM_NAMES, body_yaw_rate, heading_yaw, shaped_reward
 
 SIGMA = RewardConfig().lin_vel_sigma
 
@@ -104,7 +104,7 @@ def test_world_velocity_is_not_heading_velocity_when_the_torso_is_yawed(env):
 
 @pytest.mark.parametrize("name", list(ORIENTATIONS))
 @pytest.mark.parametrize("rate", [0.5, -0.5])
-def test_turning_body_has_the_right_sign_of_world_yaw_rate(env, name, rate):
+def test_a_body_spinning_rigidly_has_its_world_yaw_rate(env, name, rate):
     quat = ORIENTATIONS[name]
     # The body-frame angular velocity of a body spinning about WORLD z at `rate`.
     ang_vel_body = rotation(quat).T @ np.array([0.0, 0.0, rate])
@@ -116,14 +116,56 @@ def test_turning_body_has_the_right_sign_of_world_yaw_rate(env, name, rate):
     assert env.data.cvel[torso][2] == pytest.approx(rate)
 
 
-def test_a_missing_body_to_world_rotation_would_fail():
-    # Pitched 90 degrees, a left turn has no body-z component: reading qvel[5] gives 0.
-    quat = ORIENTATIONS["pitched_90"]
-    ang_vel_body = rotation(quat).T @ np.array([0.0, 0.0, 0.5])
-    assert abs(ang_vel_body[2]) < 1e-12
-    assert world_yaw_rate(quat[None], ang_vel_body[None])[0] == pytest.approx(0.5)
-    # Spinning about its own z axis (now pointing along world x) is a roll, not a turn.
-    assert world_yaw_rate(quat[None], np.array([[0.0, 0.0, 0.5]]))[0] == pytest.approx(0.0)
+def test_body_yaw_rate_of_two_point_masses_by_hand():
+    # Two 1 kg points at (+-1, 0) from the centre of mass, each moving at 0.5 m/s along +-y:
+    # angular momentum 2 * 1 * 1 * 0.5 = 1, moment of inertia 2 * 1 * 1^2 = 2, so 0.5 rad/s.
+    rate = body_yaw_rate(
+        angmom_z=np.array([1.0]),
+        com_xy=np.array([[3.0, -2.0]]),
+        body_xy=np.array([[[4.0, -2.0], [2.0, -2.0]]]),
+        body_rot_z=np.zeros((1, 2, 3)),
+        mass=np.array([1.0, 1.0]),
+        inertia=np.zeros((2, 3)),
+    )
+    assert rate[0] == pytest.approx(0.5)
+
+
+def test_a_torso_twisting_against_its_limbs_is_not_a_turn(env):
+    # The torso spins left while the arms swing so that the whole body's angular momentum about
+    # the vertical is zero, as in a stride: the torso's own yaw rate is 0.5, the body's is 0.
+    def momentum_z(qvel: np.ndarray) -> float:
+        env.set_state(env.data.qpos.copy(), qvel)
+        mujoco.mj_subtreeVel(env.model, env.data)
+        return float(env.data.subtree_angmom[1][2])
+
+    hand_build(env)
+    spin = np.zeros(env.model.nv)
+    spin[5] = 0.5  # upright: the free joint's body-z angular velocity is the world yaw rate
+    swing = np.zeros(env.model.nv)
+    for joint in ("right_shoulder1", "left_shoulder1", "right_shoulder2", "left_shoulder2"):
+        swing[env.model.jnt_dofadr[env.model.joint(joint).id]] = 1.0
+    qvel = spin - momentum_z(spin) / momentum_z(swing) * swing
+    env.set_state(env.data.qpos.copy(), qvel)
+    _, _, measured = env.evaluate()
+    assert env.data.cvel[env.model.body("torso").id][2] == pytest.approx(0.5)
+    assert measured["yaw_rate"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_body_yaw_rate_matches_a_loop_over_full_inertia_matrices(env):
+    rng = np.random.default_rng(3)
+    hand_build(env, quat=ORIENTATIONS["leaning"])
+    env.set_state(env.data.qpos.copy(), rng.normal(size=env.model.nv))
+    _, _, measured = env.evaluate()
+    m, d = env.model, env.data
+    mujoco.mj_subtreeVel(m, d)
+    com = d.subtree_com[1]
+    inertia_z = 0.0
+    for b in range(1, m.nbody):
+        rot = d.ximat[b].reshape(3, 3)
+        offset = d.xipos[b] - com
+        inertia_z += (rot @ np.diag(m.body_inertia[b]) @ rot.T)[2, 2]
+        inertia_z += m.body_mass[b] * (offset[0] ** 2 + offset[1] ** 2)
+    assert measured["yaw_rate"] == pytest.approx(d.subtree_angmom[1][2] / inertia_z)
 
 
 @pytest.mark.parametrize("task", ["turn_left", "turn_right"])
@@ -183,11 +225,9 @@ def test_contact_cost_comes_from_cfrc_ext_and_is_clipped():
 def test_batched_reward_equals_row_by_row():
     rng = np.random.default_rng(0)
     n = 64
-    quat = rng.normal(size=(n, 4))
-    quat /= np.linalg.norm(quat, axis=1, keepdims=True)
     inputs = dict(
         lin_vel=rng.normal(size=(n, 2)),
-        yaw_rate=world_yaw_rate(quat, rng.normal(size=(n, 3))),
+        yaw_rate=rng.normal(size=n),
         command=rng.normal(size=(n, 3)),
         healthy=rng.random(n) > 0.3,
         ctrl=rng.uniform(-0.4, 0.4, size=(n, 17)),
