@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RECIPE = ROOT / "recipes" / "humanoid_walk_forward.yaml"
 ENV_ID = "flexrl/HumanoidWalk-v0"
+IMPORTING_ID = f"flexrl.envs:{ENV_ID}"  # gymnasium imports the module first: for subprocesses
 NUM_ENVS = 64
 
 
@@ -126,7 +127,7 @@ def _rollout_rate(seconds: float, seed: int) -> float:
     def step(a: Any) -> None:
         nonlocal state
         out, _ = runner.rollout(
-            model, datas, state, np.repeat(a[:, None, :], 5, axis=1), nstep=5, skip_checks=True
+            model, datas, state, np.repeat(a[:, None, :], 5, axis=1), nstep=5
         )
         state = out[:, -1]
         fallen = state[:, 1 + 2] < 1.0  # time, then qpos: qpos[2] is the torso height
@@ -214,7 +215,7 @@ def sb3_worker(steps: int, seed: int, subproc: bool) -> dict[str, Any]:
     updates = -(-steps // batch)
     start = time.perf_counter()
     venv = make_vec_env(
-        ENV_ID,
+        IMPORTING_ID,
         n_envs=NUM_ENVS,
         seed=seed,
         vec_env_cls=SubprocVecEnv if subproc else DummyVecEnv,
@@ -326,7 +327,7 @@ def sb3_walk_worker(minutes: float, episodes: int, workspace: str) -> dict[str, 
         def _on_step(self) -> bool:
             return time.monotonic() < deadline
 
-    venv = make_vec_env(ENV_ID, n_envs=1, seed=0, env_kwargs={"max_episode_steps": 1000})
+    venv = make_vec_env(IMPORTING_ID, n_envs=1, seed=0, env_kwargs={"max_episode_steps": 1000})
     venv = VecNormalize(venv, gamma=0.95)
     model = PPO(
         "MlpPolicy", venv, n_steps=512, batch_size=256, gamma=0.95, learning_rate=3.56987e-05,
@@ -372,18 +373,18 @@ WORKERS = {
 }
 
 
-def spawn(kind: str, **kwargs: Any) -> dict[str, Any]:
+def spawn(worker: str, **kwargs: Any) -> dict[str, Any]:
     """One worker in a fresh interpreter (no shared caches, threads or allocator state)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", kind, "--worker-args", json.dumps(kwargs)],
+        [sys.executable, __file__, "--worker", worker, "--worker-args", json.dumps(kwargs)],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
     )
     if out.returncode != 0:
-        sys.exit(f"{kind} worker failed:\n{out.stderr[-4000:]}")
+        sys.exit(f"{worker} worker failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
