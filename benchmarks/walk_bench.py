@@ -126,9 +126,7 @@ def _rollout_rate(seconds: float, seed: int) -> float:
 
     def step(a: Any) -> None:
         nonlocal state
-        out, _ = runner.rollout(
-            model, datas, state, np.repeat(a[:, None, :], 5, axis=1), nstep=5
-        )
+        out, _ = runner.rollout(model, datas, state, np.repeat(a[:, None, :], 5, axis=1), nstep=5)
         state = out[:, -1]
         fallen = state[:, 1 + 2] < 1.0  # time, then qpos: qpos[2] is the torso height
         state[fallen] = initial  # a fall restarts from the initial pose, as a reset would

@@ -70,7 +70,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from flexrl.config import EnvConfig
-from flexrl.envs.tasks import TASKS
+from flexrl.envs.tasks import TASKS, at_command
 from flexrl.errors import FlexrlError
 from flexrl.store import Lineage, ResolvedVersion, ShardWriter, open_dataset, parse_ref, resolve
 from flexrl.workspace import Artifact, ArtifactKind, Run, RunRecord, Workspace
@@ -118,6 +118,7 @@ class CollectRequest:
     episodes: int
     task: str | None = None
     env_id: str | None = None
+    command: tuple[float, float, float] | None = None  # the goal task held at this command
     workers: int = 1
     seed: int | None = None  # None: draw a fresh one (see the module docstring)
     noise: float = 0.0
@@ -200,10 +201,21 @@ def check_dataset_name(name: str, option: str) -> None:
         )
 
 
-def collection_env(base: EnvConfig | None, task: str | None, env_id: str | None) -> EnvConfig:
-    """The env to collect in: the policy's training env, unless --task or --env-id says."""
+def collection_env(
+    base: EnvConfig | None,
+    task: str | None,
+    env_id: str | None,
+    command: tuple[float, float, float] | None = None,
+) -> EnvConfig:
+    """The env to collect in: the policy's training env, unless --task, --env-id or --command
+    says."""
     if task is not None and env_id is not None:
         raise FlexrlError("--task and --env-id exclude each other: give one")
+    if command is not None:
+        if env_id is not None:
+            raise FlexrlError("--command and --env-id exclude each other: give one")
+        base = base if base is not None else EnvConfig(task=DEFAULT_TASK)
+        return EnvConfig.model_validate(at_command(base, command, task).model_dump())
     if task is not None and task not in TASKS:
         raise FlexrlError(f"--task: unknown task {task!r}; expected one of {', '.join(TASKS)}")
     env = base.model_copy(deep=True) if base is not None else EnvConfig(task=DEFAULT_TASK)
@@ -253,7 +265,7 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         inputs.append(artifact)
         if source_run is not None:
             inputs.append(Artifact(kind=ArtifactKind.RUN, ref=source_run.id, role="source"))
-    env_cfg = collection_env(base_env, request.task, request.env_id)
+    env_cfg = collection_env(base_env, request.task, request.env_id, request.command)
 
     observation_shape, bounded = probe_env(env_cfg)
     if obs_dim is not None and observation_shape != (obs_dim,):

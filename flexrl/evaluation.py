@@ -345,6 +345,7 @@ class EvalSettings:
     tasks: list[str] = field(default_factory=list)
     deterministic: bool = True
     seed: int = 0
+    command: list[float] | None = None  # the goal task held at this [vx, vy, yaw_rate]
 
 
 @dataclass

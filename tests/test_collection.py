@@ -169,6 +169,15 @@ def test_humanoid_task_stores_goals_tasks_and_infos(ws, humanoid):
     replay(EnvConfig(task="goal"), ds.episode(3))
 
 
+def test_command_holds_the_goal_task_at_it(ws):
+    collect(ws, "--policy", "random", "--command", "0.75,-0.1,0.2", "--episodes", "3",
+            "--num-envs", "2", "--seed", "3", "--dataset", "at-command")  # fmt: skip
+    ds = open_dataset("at-command", ws)
+    assert set(ds.episode_tasks.tolist()) == {"goal"}
+    goals = ds.array("goals")
+    np.testing.assert_allclose(goals, np.tile([0.75, -0.1, 0.2], (len(goals), 1)))
+
+
 def test_same_seed_gives_identical_arrays(ws, humanoid):
     a, b = open_dataset("hum-one", ws), open_dataset("hum-again", ws)
     arrays = ["observations", "actions", "rewards", "terminations", "truncations", "goals",
@@ -287,6 +296,16 @@ def test_default_collections_add_fresh_episodes_and_say_what_they_appended(ws, p
         (("--policy", "random", "--dataset", "x", "--noise", "-0.1"), "--noise"),
         (("--policy", "random", "--dataset", "x", "--seed", "4294967294"), "--seed"),
         (("--policy", "random", "--dataset", "x", "--seed", "-1"), "--seed"),
+        (("--policy", "random", "--dataset", "x", "--command", "1,0"), "--command"),
+        (("--policy", "random", "--dataset", "x", "--command", "1,0,nan"), "--command"),
+        (
+            ("--policy", "random", "--dataset", "x", "--command", "1,0,0", "--task", "turn_left"),
+            "--task turn_left",
+        ),
+        (
+            ("--policy", "random", "--dataset", "x", "--command", "1,0,0", "--env-id", PENDULUM),
+            "--env-id",
+        ),
     ],
 )
 def test_bad_input_exits_2_and_stores_nothing(workspace, args, message):

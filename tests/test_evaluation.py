@@ -161,6 +161,17 @@ def test_one_task_by_flag_and_checkpoint_path_as_source(cli, trained):
     assert policy.role == "policy" and policy.digest == sha256_file(checkpoint)
 
 
+def test_command_holds_the_goal_task_at_it(cli, trained):
+    """Every step is tracked against the one command: a standing start at vx 0.6 misses by
+    about 0.6 minus the forward speed, with no sideways or turning part."""
+    report = eval_json(cli, trained, "humanoid", "--command", "0.6,0,0", "--episodes", "2")
+    assert report["settings"]["command"] == [0.6, 0.0, 0.0]
+    assert list(report["tasks"]) == ["goal"]
+    row = report["tasks"]["goal"]
+    assert row["lin_vel_error"] >= 0.6 - row["forward_speed"] - 1e-9
+    assert row["turned"] is None and isinstance(row["distance"], float)
+
+
 def test_the_same_seed_gives_the_same_numbers(trained):
     ws = Workspace(trained)
     source = evaluation.load_policy_source(ws, "humanoid")
@@ -235,6 +246,9 @@ def test_bad_sources_exit_2_in_one_line_and_record_nothing(cli, trained, tmp_pat
         (["humanoid", "--task", "jump"], "unknown task 'jump'"),
         (["untrained", "--task", "goal"], "InvertedPendulum-v5, which has no tasks"),
         (["untrained", "--video", str(tmp_path / "no" / "v.mp4")], "does not exist"),
+        (["humanoid", "--command", "0.5,0"], "expected VX,VY,YAW_RATE"),
+        (["humanoid", "--command", "0.5,0,0", "--task", "walk_forward"], "--task walk_forward"),
+        (["untrained", "--command", "0.5,0,0"], "InvertedPendulum-v5 takes no goal commands"),
     ]
     for args, message in cases:
         assert_one_line_error(cli("eval", *args, "--workspace", str(trained)), message)

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.cli.common import (
+    DEFAULT_WORKSPACE,
+    CommandOption,
+    JsonOption,
+    WorkspaceOption,
+    console,
+    parse_command,
+    print_json,
+)
 from flexrl.cli.data import policy_label
 from flexrl.store import open_dataset
 from flexrl.workspace import Workspace
@@ -33,6 +41,7 @@ def collect(
         str | None,
         typer.Option("--env-id", help="Collect in this gymnasium env (e.g. InvertedPendulum-v5)."),
     ] = None,
+    command: CommandOption = None,
     workers: Annotated[
         int, typer.Option(help="Processes collecting in parallel (each commits a version).")
     ] = 1,
@@ -73,6 +82,7 @@ def collect(
         episodes=episodes,
         task=task,
         env_id=env_id,
+        command=parse_command(command),
         workers=workers,
         seed=seed,
         noise=noise,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flexrl.errors import FlexrlError
 from flexrl.workspace import Workspace
 
 
@@ -47,8 +49,32 @@ WorkspaceOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+CommandOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="VX,VY,YAW_RATE",
+        help="Humanoid goal task held at this command for whole episodes (m/s, m/s, rad/s; "
+        "e.g. 0.75,0,0).",
+    ),
+]
 
 DEFAULT_WORKSPACE = Path("workspace")
+
+
+def parse_command(text: str | None) -> tuple[float, float, float] | None:
+    """--command VX,VY,YAW_RATE as three finite floats (None when not given)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise FlexrlError(
+            f"--command: expected VX,VY,YAW_RATE (three numbers: m/s, m/s, rad/s, e.g. "
+            f"0.75,0,0), got {text!r}"
+        )
+    return values  # type: ignore[return-value]
 
 
 def open_workspace(path: Path) -> Workspace:

@@ -9,7 +9,15 @@ import typer
 from rich.table import Table
 
 from flexrl import evaluation
-from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
+from flexrl.cli.common import (
+    DEFAULT_WORKSPACE,
+    CommandOption,
+    JsonOption,
+    WorkspaceOption,
+    console,
+    parse_command,
+    print_json,
+)
 from flexrl.config import SEED_MAX
 from flexrl.errors import FlexrlError
 from flexrl.workspace import Workspace
@@ -28,6 +36,7 @@ def eval_command(
             "Default: the tasks the policy was trained on."
         ),
     ] = None,
+    command: CommandOption = None,
     deterministic: Annotated[
         bool,
         typer.Option("--deterministic/--stochastic", help="Act with the policy's mean, or sample."),
@@ -58,13 +67,19 @@ def eval_command(
         # Before anything imports mujoco: it chooses its GL backend once, on import.
         evaluation.use_offscreen_gl()
         evaluation.check_gl()
+    fixed = parse_command(command)
     ws = Workspace(workspace)
     policy = evaluation.load_policy_source(ws, source, target_return)
+    if fixed is not None:
+        from flexrl.envs.tasks import at_command
+
+        policy.env, task = at_command(policy.env, fixed, task), "goal"
     settings = evaluation.EvalSettings(
         episodes=episodes,
         tasks=evaluation.select_tasks(policy.env, task),
         deterministic=deterministic,
         seed=seed,
+        command=list(fixed) if fixed is not None else None,
     )
     outcome = evaluation.evaluate_and_record(ws, policy, settings, video, video_steps)
     if json:
@@ -79,6 +94,8 @@ def _print_table(outcome: evaluation.EvalOutcome) -> None:
     mode = "deterministic" if report.settings.deterministic else "stochastic"
     target = outcome.source.target_return
     target = "" if target is None else f", target return {target:g}"
+    if report.settings.command is not None:
+        target += f", command {report.settings.command}"
     table = Table(
         title=f"{outcome.source.name}: {n} {mode} episode{'s' if n != 1 else ''} per task, "
         f"seed {report.settings.seed}{target}",

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from flexrl.config import CommandConfig, Task
+from flexrl.config import CommandConfig, EnvConfig, Task
+from flexrl.errors import FlexrlError
 
 # Order fixes the integer task id recorded in info["task_id"] and in the store.
 TASKS: tuple[Task, ...] = typing.get_args(Task)
@@ -38,6 +39,27 @@ def sample_goal(task: Task, cfg: CommandConfig, rng: np.random.Generator) -> np.
             goal[:] = 0.0
         return goal
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def at_command(env: EnvConfig, command: tuple[float, float, float], task: str | None) -> EnvConfig:
+    """`env` in the `goal` task held at one command [vx, vy, yaw_rate] for whole episodes (its
+    ranges collapsed onto it, no standing-still draws): to evaluate or collect at a chosen
+    command, e.g. one inside a dataset's range but not in it."""
+    if env.id is not None:
+        raise FlexrlError(f"--command: {env.id} takes no goal commands (Humanoid tasks do)")
+    if task not in (None, "goal"):
+        raise FlexrlError(f"--command sets the goal task's command; it excludes --task {task}")
+    vx, vy, yaw_rate = command
+    fixed = CommandConfig(
+        **{
+            **env.command.model_dump(),
+            "vx_range": (vx, vx),
+            "vy_range": (vy, vy),
+            "yaw_rate_range": (yaw_rate, yaw_rate),
+            "still_prob": 0.0,
+        }
+    )
+    return env.model_copy(update={"task": "goal", "task_weights": {}, "command": fixed})
 
 
 def task_probabilities(weights: Mapping[Task, float]) -> np.ndarray:
