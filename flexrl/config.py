@@ -63,6 +63,9 @@ class CommandConfig(StrictModel):
 
     walk_speed: float = Field(1.0, description="walk_forward: target forward speed, m/s")
     turn_rate: float = Field(0.5, gt=0, description="turn_left/turn_right: |yaw rate|, rad/s")
+    turn_speed: float = Field(
+        0.0, description="turn_left/turn_right: forward speed, m/s (0 turns on the spot)"
+    )
     # `goal` samples each component uniformly from its range, per episode and every
     # `resample_steps` steps (500 steps = 7.5 s), so one episode sees several commands.
     vx_range: Range = (-0.5, 1.5)

@@ -3,8 +3,8 @@
 Importing this package registers the skills with gymnasium, so `gym.make(ID)` works for:
 
   flexrl/HumanoidWalk-v0       walk_forward, goal [walk_speed, 0, 0]
-  flexrl/HumanoidTurnLeft-v0   turn_left,    goal [0, 0, +turn_rate]
-  flexrl/HumanoidTurnRight-v0  turn_right,   goal [0, 0, -turn_rate]
+  flexrl/HumanoidTurnLeft-v0   turn_left,    goal [turn_speed, 0, +turn_rate]
+  flexrl/HumanoidTurnRight-v0  turn_right,   goal [turn_speed, 0, -turn_rate]
   flexrl/HumanoidGoal-v0       goal,         [vx, vy, yaw_rate] sampled, resampled every N steps
   flexrl/HumanoidMultiTask-v0  a task per episode, equal weights unless `task_weights=` is given
 

@@ -29,9 +29,9 @@ def sample_goal(task: Task, cfg: CommandConfig, rng: np.random.Generator) -> np.
     if task == "walk_forward":
         return np.array([cfg.walk_speed, 0.0, 0.0])
     if task == "turn_left":
-        return np.array([0.0, 0.0, cfg.turn_rate])
+        return np.array([cfg.turn_speed, 0.0, cfg.turn_rate])
     if task == "turn_right":
-        return np.array([0.0, 0.0, -cfg.turn_rate])
+        return np.array([cfg.turn_speed, 0.0, -cfg.turn_rate])
     if task == "goal":
         low, high = np.array([cfg.vx_range, cfg.vy_range, cfg.yaw_rate_range]).T
         goal = rng.uniform(low, high)

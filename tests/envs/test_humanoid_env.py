@@ -47,6 +47,16 @@ def test_fixed_task_ids_report_their_task():
         env.close()
 
 
+@pytest.mark.parametrize(
+    ("env_id", "sign"), [(TASK_IDS["turn_left"], 1), (TASK_IDS["turn_right"], -1)]
+)
+def test_turning_while_walking_forward(env_id, sign):
+    env = gym.make(env_id, command={"turn_speed": 0.4, "turn_rate": 0.7})
+    _, info = env.reset(seed=0)
+    np.testing.assert_allclose(info["goal"], [0.4, 0.0, sign * 0.7])
+    env.close()
+
+
 def test_goal_resamples_every_n_steps_and_is_reproducible_under_a_seed():
     def rollout(seed: int) -> tuple[np.ndarray, np.ndarray]:
         env = gym.make("flexrl/HumanoidGoal-v0", command={"resample_steps": 3})
