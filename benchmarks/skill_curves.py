@@ -27,9 +27,11 @@ from flexrl.analysis.curves import read_metrics, run_curve
 from flexrl.workspace import Workspace
 
 HERE = Path(__file__).parent
-# Which tasks each shipped skill is judged on (the multitask policy on all of them).
+# Which tasks each shipped skill is judged on (the multitask policy on all of them; the turn
+# recipe trains one policy for both directions).
 JUDGED = {
     "walk_forward": ["walk_forward"],
+    "turn": ["turn_left", "turn_right"],
     "turn_left": ["turn_left"],
     "turn_right": ["turn_right"],
     "goal": ["goal"],
@@ -50,10 +52,10 @@ def smooth(y: np.ndarray, window: int = 10) -> np.ndarray:
     return (cumulative[1:] - cumulative[np.arange(len(y)) + 1 - counts]) / counts
 
 
-def evaluate(run: str, task: str, episodes: int, workspace: Path) -> dict:
+def evaluate(run: str, task: str, episodes: int, seed: int, workspace: Path) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "flexrl", "eval", run, "--episodes", str(episodes),
-         "--task", task, "--json", "--workspace", str(workspace)],
+         "--task", task, "--seed", str(seed), "--json", "--workspace", str(workspace)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return json.loads(out)["tasks"][task]
@@ -65,13 +67,17 @@ def main() -> None:
     parser.add_argument("run", help="the training run (id, prefix or name)")
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0, help="flexrl eval's --seed")
     args = parser.parse_args()
 
     record = Workspace(args.workspace).resolve_run(args.run)
     curves = {metric: run_curve(record, metric, args.workspace) for metric, _, _ in PANELS}
     columns = read_metrics(record.id, args.workspace)
     steps, minutes = columns["step"].astype(float), columns["time_s"] / 60.0
-    evals = {t: evaluate(record.id, t, args.episodes, args.workspace) for t in JUDGED[args.skill]}
+    evals = {
+        t: evaluate(record.id, t, args.episodes, args.seed, args.workspace)
+        for t in JUDGED[args.skill]
+    }
 
     fig = Figure(figsize=(11, 7), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
@@ -99,8 +105,8 @@ def main() -> None:
     axes[1].set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize="small")
     summary = "; ".join(
-        f"{task}: {row['forward_speed']:.2f} m/s, yaw err {row['yaw_rate_error']:.2f}, "
-        f"falls {row['fall_rate']:.0%}"
+        f"{task}: {row['forward_speed']:.2f} m/s, vel err {row['lin_vel_error']:.2f}, "
+        f"yaw err {row['yaw_rate_error']:.2f}, falls {row['fall_rate']:.0%}"
         for task, row in evals.items()
     )
     fig.suptitle(f"{args.skill} ({record.name}), final policy over {args.episodes} eval episodes "
