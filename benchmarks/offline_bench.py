@@ -1,25 +1,26 @@
-"""Offline results on flexrl-collected Humanoid data: behaviour policy vs BC vs top-10% BC vs DT.
+"""Offline learning on walking data: BC, top-10% BC and the DT against the shipped experts.
 
-    .venv/bin/python benchmarks/offline_bench.py --expert RUN --replay NAME@vN \\
-        --workspace WS [--expert-episodes 100] [--noise 0.05] [--jobs 2]
-    (--expert and --replay can also run one at a time: the results file keeps both)
+    .venv/bin/python benchmarks/offline_bench.py --workspace WS [--replay NAME@vN --replay-task T]
+        [--datasets walk_forward,turn_left,turn_right,goal,commands] [--jobs 2]
 
-Two datasets of one skill, as D4RL's expert and medium-replay:
-- expert: `flexrl collect` of the trained PPO run RUN (its mean action plus Gaussian noise
-  `--noise`, in action units), made here unless it exists;
-- replay: the training rollouts of a PPO run (`flexrl train --record-to`), given as a ref.
+Datasets, all made by flexrl (`flexrl collect`, each unless it exists in WS):
+- one expert dataset per shipped skill: `collect --policy zoo:SKILL --task SKILL --noise 0.05`;
+- `commands`: the command-following policy (zoo:goal) held at each command of a grid
+  (`collect --command`), with noise: its learners are evaluated at commands between the
+  grid's, inside the data's range but not in it (interpolation);
+- `replay` (with --replay): the rollouts of a PPO training run (`flexrl train --record-to`),
+  from its first falls to the end of training.
 
 On each, `flexrl finetune bc`, `bc` on the best 10% of episodes by return, and `dt` are trained
-with the repository's recipes (steps set here), then each policy is evaluated with
-`flexrl eval` (deterministic, --eval-episodes episodes). Every step is a real CLI call recorded
-as a run in WS, so the lineage of each number can be followed with `flexrl runs lineage`.
-Scores are normalised to the behaviour policy's return: the mean return of the dataset's
-episodes (for the expert data, the noisy expert that collected it). The DT is conditioned on
-the best return in its training data (its recipe's default).
+with the repository's recipes (steps set here), then evaluated with `flexrl eval`
+(deterministic, --eval-episodes episodes of up to 1000 steps) on the dataset's task, or for
+`commands` at each held-out command. The expert is evaluated alike (the zoo policy, no noise).
+Every step is a real CLI call recorded as a run in WS (`flexrl runs lineage` follows each
+number). The DT is conditioned on the best return in its training data (its recipe's default),
+and sees the command in its observations, as BC does.
 
 Results go to benchmarks/results/offline_bench.json as they come (a rerun skips finished
-cells), and a Markdown table is printed. D4RL's published shape to compare with: on
-single-policy data DT ~ BC; on mixed data DT and top-10% BC >> BC.
+cells), and Markdown tables are printed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ METHODS = {  # name -> (finetune kind, recipe overrides)
     "top-10% BC": ("bc", ["data.top_percent=10"]),
     "DT": ("dt", []),
 }
+SKILLS = ("walk_forward", "turn_left", "turn_right", "goal")
+# The command grid of the `commands` dataset, and the held-out commands between its points.
+GRID = [(vx, 0.0, yaw) for vx in (0.0, 0.5, 1.0) for yaw in (-0.4, 0.0, 0.4)]
+HELD_OUT = [(0.25, 0.0, 0.0), (0.75, 0.0, 0.0), (0.5, 0.0, 0.2), (0.75, 0.0, -0.2)]
+METRICS = ("forward_speed", "fall_rate", "lin_vel_error", "yaw_rate_error", "return_mean")
 
 
 def flexrl(*args: str, workspace: Path) -> str:
@@ -51,26 +57,50 @@ def flexrl(*args: str, workspace: Path) -> str:
     return result.stdout
 
 
-def dataset_returns(ref: str, workspace: Path) -> dict[str, Any]:
-    info = json.loads(flexrl("data", "info", ref, "--json", workspace=workspace))
-    returns = info["stats"]["returns"]
-    return {"ref": info["ref"], "episodes": info["stats"]["episodes"], "return": returns}
+def command_arg(command: tuple[float, float, float]) -> str:
+    return ",".join(f"{v:g}" for v in command)
 
 
-def ensure_expert(args: argparse.Namespace) -> str:
-    name = f"{args.expert}-expert"
-    existing = json.loads(flexrl("data", "ls", "--json", workspace=args.workspace))
+def ensure_dataset(label: str, args: argparse.Namespace) -> str:
+    """The dataset of `label`, collected unless WS has it; its pinned reference."""
+    ws = args.workspace
+    name = f"{label}-expert"
+    existing = json.loads(flexrl("data", "ls", "--json", workspace=ws))
     if not any(d["name"] == name for d in existing):
-        flexrl(
-            "collect", "--policy", args.expert, "--dataset", name,
-            "--episodes", str(args.expert_episodes), "--noise", str(args.noise),
-            "--task", args.task, "--seed", "100", "--workers", str(args.jobs),
-            workspace=args.workspace,
-        )  # fmt: skip
-    return name
+        common = ["--dataset", name, "--noise", str(args.noise), "--workers", str(args.jobs)]
+        if label == "commands":  # one collection per grid command, each a new version
+            per_command = max(1, args.episodes // len(GRID))
+            for i, command in enumerate(GRID):
+                flexrl("collect", "--policy", "zoo:goal", "--command", command_arg(command),
+                       "--episodes", str(per_command), "--seed", str(100_000 + 1000 * i),
+                       *common, workspace=ws)  # fmt: skip
+        else:
+            flexrl("collect", "--policy", f"zoo:{label}", "--task", label,
+                   "--episodes", str(args.episodes), "--seed", "100", *common,
+                   workspace=ws)  # fmt: skip
+    return json.loads(flexrl("data", "info", name, "--json", workspace=ws))["ref"]
 
 
-def train_and_eval(args: argparse.Namespace, ref: str, method: str) -> dict[str, Any]:
+def evaluate(source: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
+    """`flexrl eval` of SOURCE on `task`, or ("commands") averaged over the held-out commands."""
+    targets = [["--task", task]] if task != "commands" else [
+        ["--command", command_arg(c)] for c in HELD_OUT
+    ]  # fmt: skip
+    rows = []
+    for target in targets:
+        report = json.loads(
+            flexrl("eval", source, "--episodes", str(args.eval_episodes), *target, "--json",
+                   "--seed", "1", workspace=args.workspace)  # fmt: skip
+        )
+        rows.append(next(iter(report["tasks"].values())))
+    return {
+        key: sum(r[key] for r in rows) / len(rows) if all(r[key] is not None for r in rows)
+        else None
+        for key in METRICS
+    }  # fmt: skip
+
+
+def train_and_eval(args: argparse.Namespace, ref: str, task: str, method: str) -> dict[str, Any]:
     kind, overrides = METHODS[method]
     steps = args.dt_steps if kind == "dt" else args.bc_steps
     name = f"{ref.replace('@', '-')}-{method.replace('%', '').replace(' ', '-').lower()}"
@@ -84,92 +114,101 @@ def train_and_eval(args: argparse.Namespace, ref: str, method: str) -> dict[str,
         workspace=args.workspace,
     )  # fmt: skip
     trained = time.monotonic() - start
-    evaluation = flexrl(
-        "eval", name, "--episodes", str(args.eval_episodes), "--task", args.task, "--json",
-        workspace=args.workspace,
-    )  # fmt: skip
-    report = json.loads(evaluation)
-    summary = report["summary"]
-    return {
-        "run": report["source"]["run"],
-        "return": summary["eval_return"],
-        "return_std": summary["eval_return_std"],
-        "length": summary["eval_length"],
-        "fall_rate": summary["eval_fall_rate"],
-        "forward_speed": summary.get("eval_forward_speed"),
-        "train_seconds": round(trained, 1),
-        "steps": steps,
-    }
+    return {"run": name, "steps": steps, "train_seconds": round(trained, 1),
+            **evaluate(name, task, args)}  # fmt: skip
 
 
-def table(results: dict[str, Any]) -> str:
+def fmt(row: dict[str, Any]) -> str:
+    speed = "-" if row["forward_speed"] is None else f"{row['forward_speed']:.2f} m/s"
+    return (f"{speed}, falls {row['fall_rate']:.0%}, err {row['lin_vel_error']:.2f} m/s "
+            f"/ {row['yaw_rate_error']:.2f} rad/s")  # fmt: skip
+
+
+def tables(results: dict[str, Any]) -> str:
     lines = [
-        "| dataset | episodes | behaviour return | BC | top-10% BC | DT |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| data (episodes, steps) | expert | " + " | ".join(METHODS) + " |",
+        "|---|" + "---|" * (len(METHODS) + 1),
+    ]
+    ratios = [
+        "| data | " + " | ".join(f"{m}: speed, falls" for m in METHODS) + " |",
+        "|---|" + "---:|" * len(METHODS),
     ]
     for label, entry in results["datasets"].items():
-        behaviour = entry["behaviour"]["return"]["mean"]
+        expert, methods = entry.get("expert"), entry["methods"]
+        if expert is None:
+            continue
+        data = entry["data"]
+        cells = [fmt(methods[m]) if m in methods else "-" for m in METHODS]
+        lines.append(f"| {label} (`{entry['ref']}`: {data['episodes']}, {data['steps']:,}) | "
+                     f"{fmt(expert)} | " + " | ".join(cells) + " |")  # fmt: skip
         cells = []
         for method in METHODS:
-            cell = entry["methods"].get(method)
-            cells.append(
-                "-"
-                if cell is None
-                else f"{cell['return'] / behaviour:.2f} ({cell['return']:.0f} ± "
-                f"{cell['return_std']:.0f})"
-            )
-        lines.append(
-            f"| {label} (`{entry['behaviour']['ref']}`) | {entry['behaviour']['episodes']} | "
-            f"1.00 ({behaviour:.0f}) | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines)
+            row = methods.get(method)
+            if row is None or not expert["forward_speed"]:
+                cells.append("-")
+                continue
+            falls = (f"{row['fall_rate'] / expert['fall_rate']:.1f}x" if expert["fall_rate"]
+                     else f"{row['fall_rate']:.0%} (expert 0%)")  # fmt: skip
+            cells.append(f"{row['forward_speed'] / expert['forward_speed']:.2f}x, {falls}")
+        ratios.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nAgainst the expert:\n\n" + "\n".join(ratios)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--expert", help="the trained PPO run (expert policy)")
-    parser.add_argument("--replay", help="the replay dataset ref (NAME@vN)")
     parser.add_argument("--workspace", type=Path, required=True)
-    parser.add_argument("--task", default="walk_forward")
-    parser.add_argument("--expert-episodes", type=int, default=100)
+    parser.add_argument("--datasets", default=",".join([*SKILLS, "commands"]),
+                        help="comma-separated: skills of the zoo, and/or 'commands'")  # fmt: skip
+    parser.add_argument("--replay", help="a replay dataset ref (NAME@vN) from --record-to")
+    parser.add_argument("--replay-task", default="goal", help="the task the replay is judged on")
+    parser.add_argument("--episodes", type=int, default=100, help="per expert dataset")
     parser.add_argument("--noise", type=float, default=0.05)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--bc-steps", type=int, default=5000)
-    parser.add_argument("--dt-steps", type=int, default=4000)
+    parser.add_argument("--dt-steps", type=int, default=6000)
     parser.add_argument("--jobs", type=int, default=2, help="trainings run at once")
     args = parser.parse_args()
+    labels = [d for d in args.datasets.split(",") if d]
+    unknown = set(labels) - {*SKILLS, "commands"}
+    if unknown:
+        parser.error(f"--datasets: unknown {sorted(unknown)}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "offline_bench.json"
     results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     results.setdefault("datasets", {})
     results["settings"] = {k: str(v) for k, v in vars(args).items()}
+    results["held_out_commands"] = HELD_OUT
+    results["grid_commands"] = GRID
 
-    datasets = {}  # either may be given alone; results of earlier runs are kept
-    if args.expert:
-        datasets["expert"] = dataset_returns(ensure_expert(args), args.workspace)["ref"]
+    datasets = {label: (ensure_dataset(label, args), label) for label in labels}
     if args.replay:
-        datasets["replay"] = args.replay
+        info = json.loads(flexrl("data", "info", args.replay, "--json", workspace=args.workspace))
+        datasets["replay"] = (info["ref"], args.replay_task)
     todo = []
-    for label, ref in datasets.items():
+    for label, (ref, task) in datasets.items():
         entry = results["datasets"].setdefault(label, {"methods": {}})
-        entry["behaviour"] = dataset_returns(ref, args.workspace)
-        ref = entry["behaviour"]["ref"]  # pinned to a version
-        if entry.get("ref") != ref:  # another dataset: its old cells do not apply
-            entry["ref"], entry["methods"] = ref, {}
-        todo += [(label, ref, m) for m in METHODS if m not in entry["methods"]]
+        if entry.get("ref") != ref:  # another dataset version: its old cells do not apply
+            entry.update(ref=ref, methods={}, expert=None)
+        stats = json.loads(flexrl("data", "info", ref, "--json", workspace=args.workspace))
+        entry["data"] = {"episodes": stats["stats"]["episodes"], "steps": stats["stats"]["steps"]}
+        entry["task"] = task
+        if entry.get("expert") is None:
+            expert = "zoo:goal" if task in ("commands", "goal") else f"zoo:{task}"
+            entry["expert"] = {"policy": expert, **evaluate(expert, task, args)}
+        todo += [(label, ref, task, m) for m in METHODS if m not in entry["methods"]]
     out.write_text(json.dumps(results, indent=2))
 
-    def cell(job: tuple[str, str, str]) -> None:
-        label, ref, method = job
-        result = train_and_eval(args, ref, method)
+    def cell(job: tuple[str, str, str, str]) -> None:
+        label, ref, task, method = job
+        result = train_and_eval(args, ref, task, method)
         results["datasets"][label]["methods"][method] = result
         out.write_text(json.dumps(results, indent=2))  # threads: the GIL orders the writes
-        print(f"{label:>7} {method:>11}: return {result['return']:.1f}", flush=True)
+        print(f"{label:>12} {method:>11}: {fmt(result)}", flush=True)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(cell, todo))
-    print(table(results))
+    print(tables(results))
     print(f"written to {out}")
 
 
