@@ -88,10 +88,9 @@ def evaluate(source: str, task: str, args: argparse.Namespace) -> dict[str, Any]
     ]  # fmt: skip
     rows = []
     for target in targets:
-        report = json.loads(
-            flexrl("eval", source, "--episodes", str(args.eval_episodes), *target, "--json",
-                   "--seed", "1", workspace=args.workspace)  # fmt: skip
-        )
+        episodes = str(args.eval_episodes)
+        args_ = ["eval", source, "--episodes", episodes, *target, "--json", "--seed", "1"]
+        report = json.loads(flexrl(*args_, workspace=args.workspace))
         rows.append(next(iter(report["tasks"].values())))
     return {
         key: sum(r[key] for r in rows) / len(rows) if all(r[key] is not None for r in rows)
