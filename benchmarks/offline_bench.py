@@ -89,8 +89,8 @@ def evaluate(source: str, task: str, args: argparse.Namespace) -> dict[str, Any]
     rows = []
     for target in targets:
         episodes = str(args.eval_episodes)
-        args_ = ["eval", source, "--episodes", episodes, *target, "--json", "--seed", "1"]
-        report = json.loads(flexrl(*args_, workspace=args.workspace))
+        cli_args = ["eval", source, "--episodes", episodes, *target, "--json", "--seed", "1"]
+        report = json.loads(flexrl(*cli_args, workspace=args.workspace))
         rows.append(next(iter(report["tasks"].values())))
     return {
         key: sum(r[key] for r in rows) / len(rows) if all(r[key] is not None for r in rows)
