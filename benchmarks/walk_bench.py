@@ -24,6 +24,7 @@ rl-baselines3-zoo's Humanoid hyperparameters (1 env x 512 steps, batch 256, 5 ep
 (`flexrl/HumanoidWalk-v0`), each given the same wall time on this machine, then evaluated alike:
 --episodes deterministic episodes of walk_forward with eval seeds, forward speed and fall rate
 (flexrl.evaluation). Each side's result is written when it finishes; a rerun skips it.
+--workspace keeps flexrl's run (named time-to-walk) there instead of in a temporary directory.
 Writes benchmarks/results/walk_bench_time_to_walk.json.
 """
 
@@ -304,7 +305,7 @@ def flexrl_walk_worker(minutes: float, episodes: int, workspace: str) -> dict[st
     from flexrl.workspace import Workspace
 
     ws = Workspace(workspace)
-    record = ws.list_runs()[-1]
+    record = ws.resolve_run("time-to-walk")  # its latest run of that name
     path, _ = run_checkpoint(ws, record)
     steps = int(load_checkpoint(path)["global_step"])
     return {"steps": steps, **_walk_eval(PPOActor(load_policy(path)), episodes)}
@@ -348,7 +349,7 @@ def time_to_walk(args: argparse.Namespace) -> None:
         if label in done.get("results", {}):
             continue
         print(f"{label}: training for {args.minutes:g} minutes ...", flush=True)
-        workspace = tempfile.mkdtemp(prefix="walk-bench-")
+        workspace = str(args.workspace or tempfile.mkdtemp(prefix="walk-bench-"))
         result = spawn(worker, minutes=args.minutes, episodes=args.episodes, workspace=workspace)
         done.setdefault("results", {})[label] = result
         done.update(minutes=args.minutes, episodes=args.episodes, env=ENV_ID,
@@ -410,6 +411,9 @@ def main() -> None:
     parser.add_argument("--time-to-walk", action="store_true", help="equal wall time (long)")
     parser.add_argument("--minutes", type=float, default=60.0, help="with --time-to-walk")
     parser.add_argument("--episodes", type=int, default=20, help="with --time-to-walk")
+    parser.add_argument(
+        "--workspace", type=Path, help="--time-to-walk: keep flexrl's run here (not a temp dir)"
+    )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", help=argparse.SUPPRESS)
     args = parser.parse_args()
