@@ -395,10 +395,12 @@ VECTOR_KINDS = {
     "async": "gymnasium AsyncVectorEnv, shared memory, 64 processes",
     "rollout": "mujoco.rollout, 2 threads, bare physics (ceiling)",
 }
+# name -> (worker, its arguments, share of --steps): SB3's SubprocVecEnv runs a process per env
+# (64 on 2 cores), ~10x slower than its DummyVecEnv here, so it gets an eighth of the steps.
 LEARNERS = {
-    "flexrl": ("flexrl", {}),
-    "SB3 DummyVecEnv": ("sb3", {"subproc": False}),
-    "SB3 SubprocVecEnv": ("sb3", {"subproc": True}),
+    "flexrl": ("flexrl", {}, 1),
+    "SB3 DummyVecEnv": ("sb3", {"subproc": False}, 1),
+    "SB3 SubprocVecEnv": ("sb3", {"subproc": True}, 8),
 }
 
 
@@ -433,8 +435,8 @@ def main() -> None:
             sps = spawn("vector", kind=kind, seconds=args.seconds, seed=rep)["sps"]
             vector[kind].append(sps)
             print(f"  repeat {rep + 1}: {kind:<14} {sps:8.0f} env steps/s", flush=True)
-        for label, (worker, extra) in LEARNERS.items():
-            result = spawn(worker, steps=args.steps, seed=rep, **extra)
+        for label, (worker, extra, share) in LEARNERS.items():
+            result = spawn(worker, steps=max(args.steps // share, 8192), seed=rep, **extra)
             learners[label].append(result)
             print(
                 f"  repeat {rep + 1}: {label:<18} {result['steps']} steps in "
