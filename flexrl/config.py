@@ -47,6 +47,7 @@ HiddenSizes = Annotated[list[Annotated[int, Field(ge=1, le=8192)]], Field(min_le
 
 
 Task = Literal["walk_forward", "turn_left", "turn_right", "goal"]
+ObservationFrame = Literal["world", "heading"]
 
 
 Range = tuple[float, float]
@@ -104,6 +105,7 @@ HUMANOID_ONLY_FIELDS = (
     "command",
     "reward",
     "healthy_z_range",
+    "observation_frame",
     "sim_threads",
 )
 
@@ -128,6 +130,11 @@ class EnvConfig(StrictModel):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     # The episode ends (a fall) when the torso height leaves this range, in metres.
     healthy_z_range: Range = (1.0, 2.0)
+    # "world": Humanoid-v5's observation as it is, in world-aligned axes; a policy learns to
+    # act facing the ways it was trained facing (a walker started 45 degrees off falls).
+    # "heading": its world-aligned parts seen from the heading frame, the same whichever way the
+    # body faces (flexrl.envs.observation): what turning needs.
+    observation_frame: ObservationFrame = "world"
 
     _z_range_ordered = field_validator("healthy_z_range")(_check_range)
 
@@ -185,6 +192,10 @@ class PPOConfig(StrictModel):
     norm_value: bool = False
     # A checkpoint every this many updates (0: only at the end and on interruption).
     checkpoint_every: int = Field(50, ge=0)
+    # Start from this policy's weights and observation statistics (a run, a checkpoint file or
+    # zoo:NAME; same network) instead of from scratch: a new skill fine-tuned from a learned one.
+    # The optimiser, step count and learning-rate schedule start afresh.
+    init_from: str | None = None
 
 
 class TrainRecipe(StrictModel):

@@ -84,6 +84,21 @@ def train(
         check_dataset_name(record_to, "--record-to")
         observation_shape, _bounded = probe_env(recipe.env)
         check_record_target(ShardWriter(record_to, ws.root), observation_shape)
+    init_from = None
+    if recipe.ppo.init_from is not None and resumed is None:
+        from flexrl.evaluation import resolve_source
+        from flexrl.rl.checkpoint import check_init_source
+        from flexrl.rl.envs import make_flat_env
+
+        try:
+            path, artifact, _ = resolve_source(ws, recipe.ppo.init_from)
+            env = make_flat_env(recipe.env)
+            obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+            env.close()
+            check_init_source(path, recipe, obs_dim, act_dim)
+        except FlexrlError as e:
+            raise FlexrlError(f"ppo.init_from: {e}") from None
+        init_from = (path, artifact)
     from flexrl.rl import train_ppo  # torch and mujoco load only for commands that need them
 
     with ws.start_run("train", name or recipe.name, recipe=recipe, seed=recipe.seed) as run:
@@ -94,6 +109,7 @@ def train(
             recipe,
             run,
             resume_from=resumed,
+            init_from=init_from,
             record_to=record_to,
             record_every=record_every,
         )

@@ -82,4 +82,5 @@ def humanoid_kwargs(cfg: EnvConfig) -> dict:
         "command": cfg.command,
         "reward": cfg.reward,
         "healthy_z_range": cfg.healthy_z_range,
+        "observation_frame": cfg.observation_frame,
     }

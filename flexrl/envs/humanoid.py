@@ -7,6 +7,9 @@ Every task sets this goal (walk_forward -> [speed, 0, 0], turn_left -> [0, 0, +r
 turn_right -> [0, 0, -rate], goal -> sampled), so one policy can learn all skills and a
 multi-task policy is conditioned explicitly.
 
+With `observation_frame="heading"` the 348 values are seen from the heading frame, the same at
+every heading (flexrl.envs.observation): what a policy that turns needs.
+
 Reward: `flexrl.envs.rewards.shaped_reward` (exp-kernel velocity and yaw-rate tracking,
 healthy bonus; control, contact, yaw-rate and action-rate costs), computed from the simulator
 state and the last two actions. The episode terminates on a fall (torso height outside
@@ -40,7 +43,8 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 from gymnasium.spaces import Box
 
-from flexrl.config import CommandConfig, RewardConfig, Task
+from flexrl.config import CommandConfig, ObservationFrame, RewardConfig, Task
+from flexrl.envs.observation import heading_frame
 from flexrl.envs.rewards import body_yaw_rate, heading_yaw, lin_vel_heading, shaped_reward
 from flexrl.envs.tasks import GOAL_DIM, TASKS, sample_goal, sample_task, task_id, task_probabilities
 
@@ -58,6 +62,7 @@ class HumanoidSkillEnv(HumanoidEnv):
         command: CommandConfig | Mapping[str, Any] | None = None,
         reward: RewardConfig | Mapping[str, Any] | None = None,
         healthy_z_range: tuple[float, float] = (1.0, 2.0),
+        observation_frame: ObservationFrame = "world",
         **kwargs: Any,
     ) -> None:
         if task not in TASKS:
@@ -66,6 +71,7 @@ class HumanoidSkillEnv(HumanoidEnv):
         self.task_probs = task_probabilities(task_weights) if task_weights else None
         self.command_cfg = CommandConfig.model_validate(command or {})
         self.reward_cfg = RewardConfig.model_validate(reward or {})
+        self.observation_frame = observation_frame
         # Set before HumanoidEnv.__init__, which may build an observation; reset sets them.
         self.task: Task = task
         self.goal = np.zeros(GOAL_DIM)
@@ -74,7 +80,7 @@ class HumanoidSkillEnv(HumanoidEnv):
         self._next_task: Task | None = None
         super().__init__(healthy_z_range=healthy_z_range, **kwargs)
         utils.EzPickle.__init__(
-            self, task, task_weights, command, reward, healthy_z_range, **kwargs
+            self, task, task_weights, command, reward, healthy_z_range, observation_frame, **kwargs
         )
         self.observation_space = Box(
             -np.inf, np.inf, shape=(BASE_OBS_DIM + GOAL_DIM,), dtype=np.float64
@@ -135,7 +141,10 @@ class HumanoidSkillEnv(HumanoidEnv):
         return super().render()
 
     def _get_obs(self) -> np.ndarray:
-        return np.concatenate([super()._get_obs(), self.goal])
+        base = super()._get_obs()
+        if self.observation_frame == "heading":
+            base = heading_frame(base)
+        return np.concatenate([base, self.goal])
 
     def _get_reset_info(self) -> dict[str, Any]:
         return {**self._task_info(), **self._measure()}

@@ -126,3 +126,23 @@ def load_policy(path: str | Path, device: torch.device | str = "cpu") -> Policy:
         checkpoint["action_high"].numpy(),
         device=device,
     )
+
+
+def check_init_source(path: Path, recipe: TrainRecipe, obs_dim: int, act_dim: int) -> None:
+    """Refuse, in one line, a checkpoint that `recipe.ppo.init_from` cannot start from: another
+    network, or observations of another kind (same size, other meaning)."""
+    checkpoint = load_checkpoint(path)
+    source = TrainRecipe.model_validate(checkpoint["recipe"])
+    have = (checkpoint["obs_dim"], checkpoint["act_dim"], list(source.ppo.hidden_sizes))
+    want = (obs_dim, act_dim, list(recipe.ppo.hidden_sizes))
+    if have != want:
+        raise FlexrlError(
+            f"{path} is a network for {have[0]} observations, {have[1]} actions and hidden "
+            f"layers {have[2]}; this recipe's is {want[0]}, {want[1]} and {want[2]}"
+        )
+    frames = (source.env.observation_frame, recipe.env.observation_frame)
+    if source.env.id is None and recipe.env.id is None and frames[0] != frames[1]:
+        raise FlexrlError(
+            f"{path} observed the {frames[0]} frame, this recipe the {frames[1]} frame "
+            "(env.observation_frame): its statistics and weights would read the wrong values"
+        )

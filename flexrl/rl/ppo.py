@@ -89,6 +89,7 @@ def train_ppo(
     run: Run,
     resume_from: RunRecord | None = None,
     *,
+    init_from: tuple[Path, Artifact] | None = None,
     record_to: str | None = None,
     record_every: int = 1,
     progress: bool = True,
@@ -96,7 +97,9 @@ def train_ppo(
     """Train a PPO agent as the recipe says, recording metrics and checkpoints in `run`.
 
     With `resume_from`, continue from that run's newest checkpoint; on CPU the result is the
-    same, bit for bit, as a run that was never interrupted. With `record_to`, the training
+    same, bit for bit, as a run that was never interrupted. With `init_from` (the checkpoint
+    `recipe.ppo.init_from` resolved to, and its artifact), start a new run from its policy
+    (see `_init_from_policy`). With `record_to`, the training
     rollouts are also stored as that dataset (see flexrl.rl.replay).
     """
     args = recipe.ppo
@@ -133,6 +136,8 @@ def train_ppo(
     obs_normalizer = ObsNormalizer((obs_dim,), args.clip_obs, enabled=args.norm_obs)
     reward_scaler = RewardScaler(num_envs, args.gamma, args.clip_reward, enabled=args.norm_reward)
     value_normalizer = ValueNormalizer(enabled=args.norm_value)
+    if init_from is not None and resume_from is None:  # a resumed run has it in its checkpoint
+        _init_from_policy(run, *init_from, agent, obs_normalizer, value_normalizer)
 
     # Rollout storage, CleanRL's layout: (num_steps, num_envs, ...).
     obs = torch.zeros((args.num_steps, num_envs, obs_dim), device=device)
@@ -473,6 +478,30 @@ def _save_checkpoint(run: Run, data: bytes, role: str) -> Path:
     ckpt.write_checkpoint(path, data)
     run.add_artifact(path, ArtifactKind.CHECKPOINT, role=role)  # replaces the older entry
     return path
+
+
+def _init_from_policy(
+    run: Run,
+    path: Path,
+    artifact: Artifact,
+    agent: Agent,
+    obs_normalizer: ObsNormalizer,
+    value_normalizer: ValueNormalizer,
+) -> None:
+    """Load a learned policy's weights and normalisers as the start of a new run.
+
+    An observation the source only ever saw constant (a command it was never given another
+    value of) keeps its mean but gets unit variance: its normalised value is 0 at the source's
+    command, as in the source's training, and moves by the raw difference for a new one, where
+    the source's near-zero variance would have sent it to the clip."""
+    state = ckpt.load_checkpoint(path)
+    agent.load_state_dict(state["agent"])  # the shapes were checked (ckpt.check_init_source)
+    obs_normalizer.load_state_dict(state["obs_rms"])
+    rms = obs_normalizer.rms
+    rms.var = np.where(rms.var < 1e-6, 1.0, rms.var)
+    if "value_rms" in state:
+        value_normalizer.load_state_dict(state["value_rms"])
+    run.add_input(artifact.model_copy(update={"role": "init"}))
 
 
 def _load_resume_state(run: Run, old: RunRecord) -> tuple[dict[str, Any], Path]:

@@ -197,3 +197,62 @@ def test_a_diverging_loss_fails_the_run(cli, workspace):
     (record,) = Workspace(workspace).list_runs()
     assert record.status == RunStatus.FAILED and "diverged" in (record.error or "")
     assert not checkpoints(Workspace(workspace), record.id)  # no NaN policy to evaluate
+
+
+def test_init_from_starts_a_new_run_from_a_learned_policy(cli, workspace):
+    """ppo.init_from: the new run's first policy is the source's (a learning rate too small to
+    move the weights leaves them equal), its normaliser continues the source's statistics, and
+    the source is recorded as the run's input. A bad source is refused before a run exists."""
+    base = cli(
+        "train", "--config", QUICKSTART, "--set", "ppo.total_steps=4096", "--name", "base",
+        "--workspace", str(workspace),
+    )  # fmt: skip
+    assert base.returncode == 0, base.stderr
+    ws = Workspace(workspace)
+    (base_ckpt,) = checkpoints(ws, ws.resolve_run("base").id)
+
+    for source, message in [
+        ("nope", "ppo.init_from: 'nope' is neither a checkpoint file nor a run"),
+        ("zoo:walk_forward", "ppo.init_from: "),  # a Humanoid policy, not InvertedPendulum's
+    ]:
+        bad = cli(
+            "train", "--config", QUICKSTART, "--set", "ppo.total_steps=2048",
+            "--set", f"ppo.init_from={source}", "--workspace", str(workspace),
+        )  # fmt: skip
+        assert bad.returncode == 2, bad.stderr
+        (line,) = bad.stderr.strip().splitlines()
+        assert line.startswith(f"error: {message}"), line
+        assert [r.name for r in ws.list_runs()] == ["base"]
+
+    fine = cli(
+        "train", "--config", QUICKSTART, "--set", "ppo.total_steps=2048",
+        "--set", "ppo.learning_rate=1e-12", "--set", "ppo.init_from=base", "--name", "fine",
+        "--workspace", str(workspace),
+    )  # fmt: skip
+    assert fine.returncode == 0, fine.stderr
+    record = ws.resolve_run("fine")
+    (init,) = [a for a in record.inputs if a.role == "init"]
+    assert init.digest == base_ckpt.digest
+    (fine_ckpt,) = checkpoints(ws, record.id)
+    before = load_checkpoint(workspace / base_ckpt.ref)
+    after = load_checkpoint(workspace / fine_ckpt.ref)
+    for name, weights in before["agent"].items():
+        torch.testing.assert_close(after["agent"][name], weights, rtol=0, atol=1e-6)
+    assert after["global_step"] == 2048  # a new run: steps count from 0
+    assert after["obs_rms"]["count"] > before["obs_rms"]["count"]
+
+
+def test_init_from_refuses_a_policy_that_observed_another_frame():
+    from flexrl.config import TrainRecipe, load_recipe
+    from flexrl.errors import FlexrlError
+    from flexrl.rl.checkpoint import check_init_source
+    from flexrl.zoo import zoo_path
+
+    walker = zoo_path("zoo:walk_forward")  # trained on Humanoid-v5's world-frame observation
+    recipe = load_recipe(REPO / "recipes/humanoid_walk_forward.yaml", TrainRecipe)
+    check_init_source(walker, recipe, 351, 17)
+    heading = recipe.model_copy(
+        update={"env": recipe.env.model_copy(update={"observation_frame": "heading"})}
+    )
+    with pytest.raises(FlexrlError, match="observed the world frame, this recipe the heading"):
+        check_init_source(walker, heading, 351, 17)
