@@ -141,10 +141,7 @@ class HumanoidSkillEnv(HumanoidEnv):
         return super().render()
 
     def _get_obs(self) -> np.ndarray:
-        base = super()._get_obs()
-        if self.observation_frame == "heading":
-            base = heading_frame(base)
-        return np.concatenate([base, self.goal])
+        return observe_batch([self])[0]
 
     def _get_reset_info(self) -> dict[str, Any]:
         return {**self._task_info(), **self._measure()}
@@ -223,6 +220,15 @@ def measure_batch(envs: Sequence[HumanoidSkillEnv]) -> dict[str, np.ndarray]:
         "heading": heading_yaw(quat),
         "height": qpos[:, 2],
     }
+
+
+def observe_batch(envs: Sequence[HumanoidSkillEnv]) -> np.ndarray:
+    """The observations [N, 351] of several envs at once (the heading-frame rotation batched):
+    what `HumanoidSkillEnv._get_obs` and `HumanoidVectorEnv.step` return, bit for bit."""
+    base = np.stack([HumanoidEnv._get_obs(env) for env in envs])
+    if envs[0].observation_frame == "heading":
+        base = heading_frame(base)
+    return np.concatenate([base, np.stack([env.goal for env in envs])], axis=1)
 
 
 def _info_row(measured: dict[str, np.ndarray], i: int) -> dict[str, Any]:

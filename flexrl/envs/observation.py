@@ -32,40 +32,48 @@ CFRC_EXT = slice(270, 348)
 
 
 def heading_frame(obs: np.ndarray) -> np.ndarray:
-    """A copy of one Humanoid-v5 observation [348] with its world-aligned parts in the heading
+    """A copy of Humanoid-v5 observations [N, 348] with their world-aligned parts in the heading
     frame: the torso quaternion without its heading, and every world vector and inertia tensor
-    rotated by minus the heading."""
+    rotated by minus the heading. Batched: vector envs turn all their observations at once."""
     out = obs.copy()
-    yaw = float(heading_yaw(obs[None, QUAT])[0])
+    n = len(obs)
+    yaw = heading_yaw(obs[:, QUAT])
     c, s = np.cos(yaw), np.sin(yaw)
-    to_heading = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+    to_heading = np.zeros((n, 3, 3))  # per row: world -> heading frame
+    to_heading[:, 0, 0], to_heading[:, 0, 1] = c, s
+    to_heading[:, 1, 0], to_heading[:, 1, 1] = -s, c
+    to_heading[:, 2, 2] = 1.0
 
     half_c, half_s = np.cos(yaw / 2), np.sin(yaw / 2)  # q_heading^-1 * q: (w, x, y, z)
-    w, x, y, z = obs[QUAT]
-    out[QUAT] = [
-        half_c * w + half_s * z,
-        half_c * x + half_s * y,
-        half_c * y - half_s * x,
-        half_c * z - half_s * w,
-    ]
-    out[LIN_VEL] = to_heading @ obs[LIN_VEL]
-    for part in (CVEL, CFRC_EXT):  # [bodies, (3 angular, 3 linear)]: both halves rotate
-        rows = obs[part].reshape(-1, 2, 3)
-        out[part] = (rows @ to_heading.T).reshape(-1)
-
-    cinert = obs[CINERT].reshape(-1, 10)
-    xx, yy, zz, xy, xz, yz = cinert[:, :6].T
-    tensors = np.stack(
-        [np.stack([xx, xy, xz], 1), np.stack([xy, yy, yz], 1), np.stack([xz, yz, zz], 1)], 1
-    )
-    turned = to_heading @ tensors @ to_heading.T
-    rotated = np.concatenate(
+    w, x, y, z = obs[:, QUAT].T
+    out[:, QUAT] = np.stack(
         [
-            turned[:, [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]],
-            cinert[:, 6:9] @ to_heading.T,
-            cinert[:, 9:],
+            half_c * w + half_s * z,
+            half_c * x + half_s * y,
+            half_c * y - half_s * x,
+            half_c * z - half_s * w,
         ],
         axis=1,
     )
-    out[CINERT] = rotated.reshape(-1)
+    from_right = to_heading.transpose(0, 2, 1)  # row vectors times this: rotated row vectors
+    out[:, LIN_VEL] = (obs[:, None, LIN_VEL] @ from_right)[:, 0]
+    for part in (CVEL, CFRC_EXT):  # [bodies, (3 angular, 3 linear)]: both halves rotate
+        rows = obs[:, part].reshape(n, -1, 3)
+        out[:, part] = (rows @ from_right).reshape(n, -1)
+
+    cinert = obs[:, CINERT].reshape(n, -1, 10)
+    xx, yy, zz, xy, xz, yz = np.moveaxis(cinert[..., :6], -1, 0)
+    tensors = np.stack(
+        [np.stack([xx, xy, xz], -1), np.stack([xy, yy, yz], -1), np.stack([xz, yz, zz], -1)], -2
+    )  # [n, bodies, 3, 3]
+    turned = to_heading[:, None] @ tensors @ to_heading[:, None].transpose(0, 1, 3, 2)
+    rotated = np.concatenate(
+        [
+            turned[..., [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]],
+            cinert[..., 6:9] @ from_right,
+            cinert[..., 9:],
+        ],
+        axis=-1,
+    )
+    out[:, CINERT] = rotated.reshape(n, -1)
     return out

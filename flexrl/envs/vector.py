@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import batch_space
 
-from flexrl.envs.humanoid import MEASURED_INFO, HumanoidSkillEnv, evaluate_batch
+from flexrl.envs.humanoid import MEASURED_INFO, HumanoidSkillEnv, evaluate_batch, observe_batch
 
 
 def available_cores() -> int:
@@ -87,7 +87,7 @@ class HumanoidVectorEnv(gym.vector.VectorEnv):
         self.elapsed_steps += 1
         terminated = ~healthy
         truncated = self.elapsed_steps >= self.max_episode_steps
-        obs = np.stack([env._get_obs() for env in self.envs])
+        obs = observe_batch(self.envs)
         infos = _batch_infos(task_infos)
         everyone = np.ones(self.num_envs, bool)
         for key in MEASURED_INFO:

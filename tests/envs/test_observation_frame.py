@@ -73,14 +73,14 @@ def test_heading_frame_keeps_what_does_not_depend_on_the_heading(mid_stride):
         raw = observe(env, qpos, qvel)[:348]
     finally:
         env.observation_frame = "heading"
-    seen = heading_frame(raw)
+    seen = heading_frame(raw[None])[0]
     np.testing.assert_array_equal(seen[5:22], raw[5:22])  # joint angles
     np.testing.assert_array_equal(seen[25:45], raw[25:45])  # torso-frame angular velocity, joints
     np.testing.assert_array_equal(seen[253:270], raw[253:270])  # actuator forces
     np.testing.assert_allclose(np.linalg.norm(seen[QUAT]), 1.0, atol=1e-12)
     # Seen from the heading frame, a body already facing along x is left as it is (every part
     # keeps its layout).
-    np.testing.assert_allclose(heading_frame(seen), seen, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(heading_frame(seen[None])[0], seen, rtol=0, atol=1e-12)
     # The quaternion without its heading points the torso's x axis along the world's x.
     w, x, y, z = seen[QUAT]
     assert abs(2 * (w * z + x * y)) < 1e-12

@@ -30,6 +30,7 @@ def configs(**env: object) -> tuple[EnvConfig, EnvConfig]:
     "env",
     [
         {"task": "walk_forward"},
+        {"task": "turn_left", "observation_frame": "heading"},  # rotated in a batch
         # several tasks, commands resampled within episodes, episodes ending by both flags
         {
             "task": "goal",
