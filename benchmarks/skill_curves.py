@@ -104,13 +104,13 @@ def main() -> None:
             top.set_xlabel("wall time (minutes)")
     axes[1].set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize="small")
-    summary = "; ".join(
+    summary = "\n".join(
         f"{task}: {row['forward_speed']:.2f} m/s, vel err {row['lin_vel_error']:.2f}, "
         f"yaw err {row['yaw_rate_error']:.2f}, falls {row['fall_rate']:.0%}"
         for task, row in evals.items()
     )
-    fig.suptitle(f"{args.skill} ({record.name}), final policy over {args.episodes} eval episodes "
-                 f"— {summary}", fontsize="medium")  # fmt: skip
+    fig.suptitle(f"{args.skill} ({record.name}), final policy over {args.episodes} eval episodes:\n"
+                 f"{summary}", fontsize="medium")  # fmt: skip
     plot = HERE / "curves" / f"{args.skill}.png"
     plot.parent.mkdir(exist_ok=True)
     fig.savefig(plot, dpi=100)
