@@ -54,7 +54,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         "humanoid": [
             "--config", "recipes/humanoid_multitask.yaml", "--set", "ppo.total_steps=64",
             "--set", "env.num_envs=2", "--set", "ppo.num_steps=32", *TINY,
-            "--set", "ppo.hidden_sizes=[32,32]",
+            "--set", "ppo.hidden_sizes=[32,32]", "--set", "ppo.init_from=null",  # from scratch
         ],
     }  # fmt: skip
     for name, args in jobs.items():

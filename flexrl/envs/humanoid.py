@@ -3,8 +3,8 @@
 Observation: a flat Box of 351 float64 values (a flat Box keeps PPO, normalisers and the store
 simple): Humanoid-v5's 348 values, then the goal command appended at
 `obs[GOAL_SLICE] == obs[348:351] == [vx, vy, yaw_rate]` (heading-frame m/s, m/s, world rad/s).
-Every task sets this goal (walk_forward -> [speed, 0, 0], turn_left -> [0, 0, +rate],
-turn_right -> [0, 0, -rate], goal -> sampled), so one policy can learn all skills and a
+Every task sets this goal (walk_forward -> [speed, 0, 0], turn_left -> [turn_speed, 0, +rate],
+turn_right -> [turn_speed, 0, -rate], goal -> sampled), so one policy can learn all skills and a
 multi-task policy is conditioned explicitly.
 
 With `observation_frame="heading"` the 348 values are seen from the heading frame, the same at
