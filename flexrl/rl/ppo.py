@@ -99,8 +99,8 @@ def train_ppo(
     With `resume_from`, continue from that run's newest checkpoint; on CPU the result is the
     same, bit for bit, as a run that was never interrupted. With `init_from` (the checkpoint
     `recipe.ppo.init_from` resolved to, and its artifact), start a new run from its policy
-    (see `_init_from_policy`). With `record_to`, the training
-    rollouts are also stored as that dataset (see flexrl.rl.replay).
+    (see `_init_from_policy`). With `record_to`, the training rollouts are also stored as that
+    dataset (see flexrl.rl.replay).
     """
     args = recipe.ppo
     num_envs = recipe.env.num_envs
