@@ -23,8 +23,9 @@ rl-baselines3-zoo's Humanoid hyperparameters (1 env x 512 steps, batch 256, 5 ep
 3.6e-5, gamma 0.95, 256x256 ReLU, log-std -2, VecNormalize), both on the same env and reward
 (`flexrl/HumanoidWalk-v0`), each given the same wall time on this machine, then evaluated alike:
 --episodes deterministic episodes of walk_forward with eval seeds, forward speed and fall rate
-(flexrl.evaluation). Each side's result is written when it finishes; a rerun skips it.
---workspace keeps flexrl's run (named time-to-walk) there instead of in a temporary directory.
+(flexrl.rollout, as `flexrl eval` runs them). Each side's result is written when it finishes;
+a rerun skips it. --workspace keeps flexrl's run (named time-to-walk) there instead of in a
+temporary directory.
 Writes benchmarks/results/walk_bench_time_to_walk.json.
 """
 
@@ -257,30 +258,37 @@ def sb3_worker(steps: int, seed: int, subproc: bool) -> dict[str, Any]:
 
 
 class _SB3Actor:
-    """An SB3 PPO model (with its VecNormalize statistics) as a flexrl evaluation Actor."""
+    """An SB3 PPO model (with its VecNormalize statistics) as a flexrl rollout Actor."""
 
     def __init__(self, model: Any, normalizer: Any) -> None:
         self.model, self.normalizer = model, normalizer
 
-    def reset(self) -> None:
+    def reset(self, slot: int) -> None:
         pass
 
-    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+    def act(self, slots: Any, obs: Any, goals: Any, rngs: Any) -> Any:
         action, _ = self.model.predict(self.normalizer.normalize_obs(obs), deterministic=True)
         return action
 
-    def observe(self, reward: float, info: dict[str, Any]) -> None:
+    def observe(self, slots: Any, rewards: Any) -> None:
         pass
 
 
-def _walk_eval(actor: Any, episodes: int) -> dict[str, Any]:
-    import gymnasium as gym
+def _walk_eval(make_actor: Any, episodes: int) -> dict[str, Any]:
+    """`episodes` deterministic walk_forward episodes through flexrl's rollout loop (as `flexrl
+    eval` runs them); `make_actor(action_space)` gives the actor."""
+    from flexrl.config import EnvConfig
+    from flexrl.evaluation import episode_seeds
+    from flexrl.rollout.loop import EpisodeSpec, rollout
+    from flexrl.rollout.metrics import TaskMetrics
+    from flexrl.rollout.slots import EnvSlots
 
-    from flexrl.evaluation import TaskMetrics, episode_seeds, run_episode
-
-    env = gym.make(ENV_ID, max_episode_steps=1000)
-    results = [run_episode(env, actor, s, "walk_forward") for s in episode_seeds(1, episodes)]
-    env.close()
+    slots = EnvSlots(EnvConfig(task="walk_forward", max_episode_steps=1000), min(episodes, 16))
+    specs = [EpisodeSpec(k, s, "walk_forward") for k, s in enumerate(episode_seeds(1, episodes))]
+    try:
+        results = [r.result for r in rollout(slots, make_actor(slots.action_space), specs)]
+    finally:
+        slots.close()
     metrics = TaskMetrics.from_episodes("walk_forward", results)
     return {k: getattr(metrics, k) for k in ("forward_speed", "fall_rate", "length_mean",
                                              "lin_vel_error", "distance")}  # fmt: skip
@@ -300,15 +308,16 @@ def flexrl_walk_worker(minutes: float, episodes: int, workspace: str) -> dict[st
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGTERM)
         process.wait()
-    from flexrl.evaluation import PPOActor
     from flexrl.rl.checkpoint import load_checkpoint, load_policy, run_checkpoint
+    from flexrl.rollout.actors import PPOActor
     from flexrl.workspace import Workspace
 
     ws = Workspace(workspace)
     record = ws.resolve_run("time-to-walk")  # its latest run of that name
     path, _ = run_checkpoint(ws, record)
     steps = int(load_checkpoint(path)["global_step"])
-    return {"steps": steps, **_walk_eval(PPOActor(load_policy(path)), episodes)}
+    policy = load_policy(path)
+    return {"steps": steps, **_walk_eval(lambda space: PPOActor(policy, space), episodes)}
 
 
 def sb3_walk_worker(minutes: float, episodes: int, workspace: str) -> dict[str, Any]:
@@ -338,7 +347,7 @@ def sb3_walk_worker(minutes: float, episodes: int, workspace: str) -> dict[str, 
     model.learn(total_timesteps=10**9, callback=Deadline())
     steps = int(model.num_timesteps)
     venv.training = False
-    return {"steps": steps, **_walk_eval(_SB3Actor(model, venv), episodes)}
+    return {"steps": steps, **_walk_eval(lambda _space: _SB3Actor(model, venv), episodes)}
 
 
 def time_to_walk(args: argparse.Namespace) -> None:

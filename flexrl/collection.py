@@ -4,10 +4,10 @@
     with ws.start_run("collect", plan.settings.dataset, recipe=plan.settings, ...) as run:
         result = collect(plan, run)
 
-Policies: a PPO checkpoint (a run's newest checkpoint, or a file) or `random` (uniform actions
-in the action bounds). Actions are the policy's Gaussian mean, plus optional Gaussian noise
-(`noise`, in action units, clipped to the bounds), or a sample from the policy's Gaussian
-(`stochastic`).
+Policies: any rollout source (flexrl.rollout.sources): a PPO run or checkpoint, a shipped
+policy `zoo:NAME`, a BC/DT finetune run, or `random` (uniform actions in the action bounds).
+A PPO policy acts with its Gaussian mean, plus optional Gaussian noise (`noise`, in action
+units, clipped to the bounds), or a sample from its Gaussian (`stochastic`).
 
 Reproducible: episode k (0-based) resets its env with seed `seed + k` and draws its noise (or its
 random actions) from its own generator seeded with `[seed + k, 1]`, so an episode's data does not
@@ -22,16 +22,15 @@ together; "continue after the dataset's highest seed" would collide for concurre
 seed drawn is recorded (run record, recipe.yaml, the version's message, every episode) and
 printed, so any collection can be repeated with --seed.
 
-Vectorised: each process steps `num_envs` envs in lockstep and asks the policy for all their
-actions in one batch. The envs are stepped here rather than by gymnasium's vector env, because
-its autoreset cannot give each new episode its own seed; an episode's final observation
-(Minari's observations[T]) is the one `step` returned with terminated/truncated, i.e. exactly
-what SAME_STEP autoreset would put into `infos["final_obs"]`.
+Vectorised: each process runs the rollout loop (flexrl.rollout.loop): `num_envs` envs in
+lockstep, one batched policy call per step, a Humanoid's physics on every core. An episode's
+final observation (Minari's observations[T]) is the one `step` returned with terminated or
+truncated, i.e. exactly what SAME_STEP autoreset would put into `infos["final_obs"]`.
 
-Stored per episode: seed, task (the Humanoid task's name; none for plain gymnasium envs),
-policy (the checkpoint's sha256 digest, or "random"), goals (`info["goal"]` of each step: the
-command the step was rewarded against) and the numeric info keys (Humanoid: lin_vel, yaw_rate
-and every reward term as `reward_terms.<term>`).
+Stored per episode (flexrl.store.recording): seed, task (the Humanoid task's name; none for
+plain gymnasium envs), policy (the checkpoint's sha256 digest, or "random"), goals
+(`info["goal"]` of each step: the command the step was rewarded against) and the numeric info
+keys (Humanoid: lin_vel, yaw_rate, xy, heading and every reward term as `reward_terms.<term>`).
 
 Workers and versions: `workers=W` starts W processes (spawn, one torch thread each); worker w
 collects a contiguous block of the episodes and writes its own shards, concurrently. The store's
@@ -51,7 +50,6 @@ With one worker (the default) everything runs in this process and makes one vers
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import multiprocessing as mp
@@ -60,32 +58,23 @@ import queue
 import secrets
 import signal
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from flexrl.config import EnvConfig
-from flexrl.envs.tasks import TASKS, at_command
+from flexrl.config import TASKS, EnvConfig
 from flexrl.errors import FlexrlError
-from flexrl.store import Lineage, ResolvedVersion, ShardWriter, open_dataset, parse_ref, resolve
+from flexrl.rollout.progress import EpisodeProgress
+from flexrl.rollout.sources import RANDOM, PolicySource, load_policy_source
+from flexrl.store import Episode, Lineage, ResolvedVersion, ShardWriter, open_dataset, resolve
+from flexrl.store.recording import check_dataset_name
 from flexrl.workspace import Artifact, ArtifactKind, Run, RunRecord, Workspace
 
-if TYPE_CHECKING:
-    import gymnasium as gym
-
-    from flexrl.rl.agent import Policy
-
-RANDOM = "random"
 DEFAULT_TASK = "walk_forward"
-# Infos that are stored elsewhere: the goal as `goals`, the task as the episode's task.
-SKIPPED_INFO_KEYS = frozenset({"goal", "task_id", "final_obs", "final_info"})
-# Numeric info arrays larger than this per step are not kept (images, contact tables...).
-MAX_INFO_VALUES = 64
 # Every seed (SEED + k, SEED + worker) must fit 32 bits: PYTHONHASHSEED, which seed_everything
 # passes to the spawned workers, takes nothing larger. Drawn seeds leave 2**31 episodes of room.
 MAX_SEED = 2**32 - 1
@@ -180,27 +169,6 @@ class CollectResult:
 # --- planning: check everything before a run or a shard exists -------------------------------
 
 
-def resolve_policy(workspace: Workspace, policy: str) -> tuple[Path, Artifact, RunRecord | None]:
-    """POLICY as a checkpoint file, or a run and its newest checkpoint (as `flexrl eval` reads
-    SOURCE); bad input is named as --policy's."""
-    from flexrl.evaluation import resolve_source
-
-    try:
-        checkpoint, artifact, record = resolve_source(workspace, policy)
-    except FlexrlError as e:
-        raise FlexrlError(f"--policy: {e}") from None
-    return checkpoint, artifact.model_copy(update={"role": "policy"}), record
-
-
-def check_dataset_name(name: str, option: str) -> None:
-    """A plain dataset name (the store's name rule refuses names that could escape datasets/);
-    writers add versions, so a reference such as `name@v2` is refused."""
-    if parse_ref(name).name != name:
-        raise FlexrlError(
-            f"{option} takes a dataset name, not a reference: {name!r} (writing adds a version)"
-        )
-
-
 def collection_env(
     base: EnvConfig | None,
     task: str | None,
@@ -215,6 +183,8 @@ def collection_env(
         if env_id is not None:
             raise FlexrlError("--command and --env-id exclude each other: give one")
         base = base if base is not None else EnvConfig(task=DEFAULT_TASK)
+        from flexrl.envs.tasks import at_command
+
         return EnvConfig.model_validate(at_command(base, command, task).model_dump())
     if task is not None and task not in TASKS:
         raise FlexrlError(f"--task: unknown task {task!r}; expected one of {', '.join(TASKS)}")
@@ -241,39 +211,31 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         )
     if not (math.isfinite(request.noise) and request.noise >= 0):
         raise FlexrlError(f"--noise must be a finite number >= 0, got {request.noise}")
-    is_random = request.policy == RANDOM
-    if is_random and (request.noise > 0 or request.stochastic):
-        raise FlexrlError("--noise and --stochastic apply to a trained policy, not 'random'")
     if request.noise > 0 and request.stochastic:
         raise FlexrlError("--noise and --stochastic exclude each other: give one")
-
-    checkpoint = source_run = None
+    try:
+        source = load_policy_source(workspace, request.policy)
+    except FlexrlError as e:
+        raise FlexrlError(f"--policy: {e}") from None
+    if source.kind != "ppo" and (request.noise > 0 or request.stochastic):
+        what = "'random'" if source.kind == RANDOM else f"a {source.kind.upper()} policy"
+        raise FlexrlError(f"--noise and --stochastic apply to a PPO policy, not {what}")
     inputs: list[Artifact] = []
-    base_env = None
-    obs_dim = None
-    policy_id = RANDOM
-    if not is_random:
-        checkpoint, artifact, source_run = resolve_policy(workspace, request.policy)
-        from flexrl.config import TrainRecipe
-        from flexrl.rl.checkpoint import load_checkpoint
+    if source.artifact is not None:
+        inputs.append(source.artifact)
+    if source.run is not None:
+        inputs.append(Artifact(kind=ArtifactKind.RUN, ref=source.run.id, role="source"))
+    env_cfg = collection_env(source.env, request.task, request.env_id, request.command)
 
-        data = load_checkpoint(checkpoint)
-        base_env = TrainRecipe.model_validate(data["recipe"]).env
-        obs_dim = int(data["obs_dim"])
-        assert artifact.digest is not None
-        policy_id = artifact.digest
-        inputs.append(artifact)
-        if source_run is not None:
-            inputs.append(Artifact(kind=ArtifactKind.RUN, ref=source_run.id, role="source"))
-    env_cfg = collection_env(base_env, request.task, request.env_id, request.command)
+    from flexrl.rollout.slots import probe_env
 
     observation_shape, bounded = probe_env(env_cfg)
-    if obs_dim is not None and observation_shape != (obs_dim,):
+    if source.obs_dim is not None and observation_shape != (source.obs_dim,):
         raise FlexrlError(
-            f"the policy takes {obs_dim} observations, env {_env_name(env_cfg)} gives "
+            f"the policy takes {source.obs_dim} observations, env {_env_name(env_cfg)} gives "
             f"{observation_shape}"
         )
-    if is_random and not bounded:
+    if source.kind == RANDOM and not bounded:
         raise FlexrlError(f"--policy random needs a bounded action space ({_env_name(env_cfg)})")
     existing = ShardWriter(request.dataset, workspace.root).schema  # reads, writes nothing
     if existing is not None and tuple(existing.observations.shape) != observation_shape:
@@ -298,11 +260,11 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
     return CollectPlan(
         settings=settings,
         workspace=workspace.root,
-        checkpoint=checkpoint,
-        policy_id=policy_id,
+        checkpoint=source.checkpoint,
+        policy_id=source.digest,
         humanoid=env_cfg.id is None,
         inputs=inputs,
-        source_run=source_run,
+        source_run=source.run,
     )
 
 
@@ -329,218 +291,6 @@ def _env_name(env: EnvConfig) -> str:
     return env.id if env.id is not None else f"Humanoid task {env.task}"
 
 
-def probe_env(env_cfg: EnvConfig) -> tuple[tuple[int, ...], bool]:
-    """The observation shape and whether actions are bounded (making the env checks the id)."""
-    from flexrl.rl.envs import make_flat_env
-
-    env = make_flat_env(env_cfg)
-    try:
-        space = env.action_space
-        bounded = bool(np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)))
-        return tuple(env.observation_space.shape), bounded
-    finally:
-        env.close()
-
-
-# --- rollouts --------------------------------------------------------------------------------
-
-
-@dataclass
-class CollectedEpisode:
-    """One finished episode, ready for `ShardWriter.add_episode`."""
-
-    index: int  # k: the episode's position in the collection (its seed is seed + k)
-    seed: int | None
-    observations: np.ndarray  # T rows
-    final_observation: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminations: np.ndarray
-    truncations: np.ndarray
-    goals: np.ndarray | None
-    infos: dict[str, np.ndarray]
-    task: str | None
-
-    @property
-    def length(self) -> int:
-        return len(self.actions)
-
-    @property
-    def episode_return(self) -> float:
-        return float(np.sum(self.rewards, dtype=np.float64))
-
-
-def _flat_infos(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The numeric, small, storable entries of one step's info; dicts one level deep."""
-    out: dict[str, np.ndarray] = {}
-    for key, value in info.items():
-        if key in SKIPPED_INFO_KEYS or key.startswith("_"):
-            continue
-        items = (
-            [(f"{key}.{k}", v) for k, v in value.items()]
-            if isinstance(value, Mapping)
-            else [(key, value)]
-        )
-        for name, item in items:
-            array = np.asarray(item)
-            numeric = np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
-            if numeric and array.size <= MAX_INFO_VALUES and _storable_key(name):
-                out[name] = array
-    return out
-
-
-@functools.lru_cache(maxsize=1024)  # called for every key of every step
-def _storable_key(name: str) -> bool:
-    try:
-        parse_ref(name)  # the store's name rule also applies to info keys
-    except FlexrlError:
-        return False
-    return "@" not in name
-
-
-class EpisodeBuffer:
-    """The growing arrays of one running episode in one env slot (collection, and training's
-    replay recording). `seed` is None for an episode its env autoreset without one."""
-
-    def __init__(self, index: int, seed: int | None, obs: np.ndarray, info: Mapping[str, Any]):
-        self.index = index
-        self.seed = seed
-        # Its own generator: its noise does not depend on which slot or worker ran it.
-        self.rng = np.random.default_rng([seed, 1]) if seed is not None else None
-        self.obs = obs
-        task_id = info.get("task_id")
-        self.task = TASKS[int(task_id)] if task_id is not None else None
-        self.observations: list[np.ndarray] = []
-        self.actions: list[np.ndarray] = []
-        self.rewards: list[float] = []
-        self.terminations: list[bool] = []
-        self.truncations: list[bool] = []
-        self.goals: list[np.ndarray] = []
-        self.infos: list[dict[str, np.ndarray]] = []
-
-    def record(
-        self, action: np.ndarray, reward: float, term: bool, trunc: bool, info: Mapping[str, Any]
-    ) -> None:
-        self.observations.append(self.obs)
-        self.actions.append(action)
-        self.rewards.append(float(reward))
-        self.terminations.append(bool(term))
-        self.truncations.append(bool(trunc))
-        if "goal" in info:
-            self.goals.append(np.asarray(info["goal"]))
-        self.infos.append(_flat_infos(info))
-
-    def finish(
-        self, final_observation: np.ndarray, info_keys: dict[str, np.ndarray]
-    ) -> CollectedEpisode:
-        steps = len(self.actions)
-        infos = {}
-        for key, template in info_keys.items():
-            # A key missing at some step (rare, env-specific) is stored as NaN there.
-            rows = [step.get(key) for step in self.infos]
-            if any(r is None for r in rows):
-                filler = np.full(template.shape, np.nan)
-                rows = [filler if r is None else r for r in rows]
-            infos[key] = np.stack(rows)
-        return CollectedEpisode(
-            index=self.index,
-            seed=self.seed,
-            observations=np.stack(self.observations),
-            final_observation=np.asarray(final_observation),
-            actions=np.stack(self.actions),
-            rewards=np.asarray(self.rewards, dtype=np.float64),
-            terminations=np.asarray(self.terminations),
-            truncations=np.asarray(self.truncations),
-            goals=np.stack(self.goals) if len(self.goals) == steps else None,
-            infos=infos,
-            task=self.task,
-        )
-
-
-class Actor:
-    """Batched actions for the running episodes: random, policy mean (+ noise), or sampled."""
-
-    def __init__(self, settings: CollectSettings, checkpoint: Path | None, space: gym.spaces.Box):
-        self.settings = settings
-        self.low = space.low
-        self.high = space.high
-        self.dtype = space.dtype
-        self.policy: Policy | None = None
-        if checkpoint is not None:
-            from flexrl.rl.checkpoint import load_policy
-
-            self.policy = load_policy(checkpoint)
-
-    def __call__(self, obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
-        if self.policy is None:
-            rows = [rng.uniform(self.low, self.high) for rng in rngs]
-            return np.stack(rows).astype(self.dtype)
-        import torch
-
-        policy = self.policy
-        with torch.no_grad():
-            x = torch.as_tensor(policy.obs_normalizer(obs), device=policy.device)
-            mean = policy.agent.actor_mean(x).cpu().numpy().astype(np.float64)
-            std = policy.agent.actor_logstd.exp().cpu().numpy().astype(np.float64)
-        if self.settings.stochastic or self.settings.noise > 0:
-            scale = std if self.settings.stochastic else self.settings.noise
-            eps = np.stack([rng.standard_normal(mean.shape[1]) for rng in rngs])
-            mean = mean + scale * eps
-        return np.clip(mean, self.low, self.high).astype(self.dtype)
-
-
-def run_episodes(
-    settings: CollectSettings, checkpoint: Path | None, episode_ids: Sequence[int]
-) -> Iterator[CollectedEpisode]:
-    """Roll out the given episodes with `num_envs` envs in lockstep; yield each as it ends."""
-    from flexrl.rl.envs import make_flat_env
-
-    num_envs = min(settings.num_envs, len(episode_ids))
-    envs = [make_flat_env(settings.env) for _ in range(num_envs)]
-    actor = Actor(settings, checkpoint, envs[0].action_space)
-    todo = deque(episode_ids)
-    info_keys: dict[str, np.ndarray] | None = None
-
-    def start(env: gym.Env) -> EpisodeBuffer | None:
-        if not todo:
-            return None
-        k = todo.popleft()
-        seed = settings.seed + k
-        obs, info = env.reset(seed=seed)
-        return EpisodeBuffer(k, seed, obs, info)
-
-    try:
-        running = [start(env) for env in envs]
-        while any(running):
-            live = [i for i, ep in enumerate(running) if ep is not None]
-            episodes = [running[i] for i in live]
-            actions = actor(np.stack([ep.obs for ep in episodes]), [ep.rng for ep in episodes])
-            if not settings.allow_nonfinite and not np.isfinite(actions).all():
-                _refuse_actions(settings.dataset, episodes, actions)  # before the env runs them
-            for i, ep, action in zip(live, episodes, actions, strict=True):
-                obs, reward, term, trunc, info = envs[i].step(action)
-                ep.record(action, reward, term, trunc, info)
-                if info_keys is None:  # fixed by the first step so every episode has them
-                    info_keys = ep.infos[0]
-                if term or trunc:
-                    yield ep.finish(obs, info_keys)
-                    running[i] = start(envs[i])
-                else:
-                    ep.obs = obs
-    finally:
-        for env in envs:
-            env.close()
-
-
-def _refuse_actions(dataset: str, episodes: list[EpisodeBuffer], actions: np.ndarray) -> None:
-    row = int(np.argwhere(~np.isfinite(actions))[0][0])
-    ep, value = episodes[row], actions[row][~np.isfinite(actions[row])][0]
-    raise FlexrlError(
-        f"{dataset}, episode {ep.index} (seed {ep.seed}): the policy's actions hold {value} at "
-        f"step {len(ep.actions)}; nothing was stored (--allow-nonfinite stores it anyway)"
-    )
-
-
 # --- writing ---------------------------------------------------------------------------------
 
 
@@ -557,28 +307,43 @@ class _Job:
     message: str
 
 
-def write_episode(writer: ShardWriter, ep: CollectedEpisode, policy: str | None) -> None:
-    writer.add_episode(
-        ep.observations,
-        ep.actions,
-        ep.rewards,
-        ep.terminations,
-        ep.truncations,
-        final_observation=ep.final_observation,
-        goals=ep.goals,
-        infos=ep.infos,
-        seed=ep.seed,
-        task=ep.task,
-        policy=policy,
-    )
+def run_episodes(job: _Job) -> Iterator[Episode]:
+    """Roll out the job's episodes (episode k resets with seed + k); yield each as it ends."""
+    from flexrl.rollout.loop import EpisodeSpec, rollout
+    from flexrl.rollout.slots import EnvSlots
+
+    settings = job.settings
+    source = _load_source(job)
+    specs = [EpisodeSpec(k, settings.seed + k) for k in job.episode_ids]
+    slots = EnvSlots(settings.env, min(settings.num_envs, len(specs)))
+    try:
+        actor = source.make_actor(slots.action_space, settings.noise, settings.stochastic)
+        try:
+            for rolled in rollout(
+                slots,
+                actor,
+                specs,
+                policy=job.policy_id,
+                allow_nonfinite=settings.allow_nonfinite,
+            ):
+                yield rolled.episode
+        except FlexrlError as e:
+            raise FlexrlError(f"{settings.dataset}, {e}") from None
+    finally:
+        slots.close()
 
 
-def _write_episodes(
-    job: _Job, writer: ShardWriter, on_episode: Callable[[CollectedEpisode], None]
-) -> None:
-    for ep in run_episodes(job.settings, job.checkpoint, job.episode_ids):
-        write_episode(writer, ep, job.policy_id)
-        on_episode(ep)
+def _load_source(job: _Job) -> PolicySource:
+    """The job's policy, from the checkpoint the plan resolved (a worker re-reads it)."""
+    if job.checkpoint is None:
+        return load_policy_source(Workspace(job.workspace), RANDOM)
+    return load_policy_source(Workspace(job.workspace), str(job.checkpoint))
+
+
+def _write_episodes(job: _Job, writer: ShardWriter, on_episode: Callable[[Episode], None]) -> None:
+    for episode in run_episodes(job):
+        writer.add(episode)
+        on_episode(episode)
 
 
 def _shares(episodes: int, workers: int) -> list[range]:
@@ -586,54 +351,6 @@ def _shares(episodes: int, workers: int) -> list[range]:
     not lists: a worker's job is pickled through a pipe, and a million ints would block it."""
     bounds = np.linspace(0, episodes, workers + 1).round().astype(int)
     return [range(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds)]
-
-
-class _Progress:
-    """A rich progress bar with episodes/s and steps/s (or nothing, when disabled)."""
-
-    def __init__(self, total: int, description: str, enabled: bool):
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.t0 = time.monotonic()
-        self.steps = 0
-        self.returns: list[float] = []
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("episodes · {task.fields[eps]:.1f} ep/s · {task.fields[sps]:,.0f} steps/s"),
-            TextColumn("· return {task.fields[ret]:.1f}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            disable=not enabled,
-        )
-        self.task = self.bar.add_task(description, total=total, eps=0.0, sps=0.0, ret=0.0)
-
-    def advance(self, length: int, episode_return: float) -> None:
-        self.steps += length
-        self.returns.append(episode_return)
-        elapsed = max(time.monotonic() - self.t0, 1e-9)
-        self.bar.update(
-            self.task,
-            advance=1,
-            eps=len(self.returns) / elapsed,
-            sps=self.steps / elapsed,
-            ret=float(np.mean(self.returns[-100:])),
-        )
-
-    def __enter__(self) -> _Progress:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(None, None, None)
 
 
 def collect(plan: CollectPlan, run: Run, progress: bool = True) -> CollectResult:
@@ -677,7 +394,7 @@ def collect(plan: CollectPlan, run: Run, progress: bool = True) -> CollectResult
         )
 
     description = f"collect {settings.dataset}"
-    with _Progress(settings.episodes, description, progress) as bar:
+    with EpisodeProgress(settings.episodes, description, progress) as bar:
         if len(jobs) == 1:
             job = jobs[0]
             with ShardWriter(
@@ -778,7 +495,7 @@ def _worker(
         messages.put(("error", worker, f"{type(e).__name__}: {e}", False))
 
 
-def _run_workers(jobs: list[_Job], bar: _Progress, committed: Callable[[int], None]) -> None:
+def _run_workers(jobs: list[_Job], bar: EpisodeProgress, committed: Callable[[int], None]) -> None:
     """Start one spawned process per job, show their progress, then commit in worker order."""
     ctx = mp.get_context("spawn")
     messages = ctx.Queue()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -47,6 +47,8 @@ HiddenSizes = Annotated[list[Annotated[int, Field(ge=1, le=8192)]], Field(min_le
 
 
 Task = Literal["walk_forward", "turn_left", "turn_right", "goal"]
+# Order fixes the integer task id recorded in info["task_id"] and in the store.
+TASKS: tuple[Task, ...] = get_args(Task)
 ObservationFrame = Literal["world", "heading"]
 
 

@@ -10,6 +10,7 @@ tried, about 30 s on one core; its deterministic policy then scores 1000).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from flexrl import evaluation
 from flexrl.config import EnvConfig
 from flexrl.fileio import sha256_file
+from flexrl.rollout.sources import load_policy_source
 from flexrl.workspace import ArtifactKind, RunStatus, Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,53 +178,130 @@ def test_command_holds_the_goal_task_at_it(cli, trained):
 
 def test_the_same_seed_gives_the_same_numbers(trained):
     ws = Workspace(trained)
-    source = evaluation.load_policy_source(ws, "humanoid")
+    source = load_policy_source(ws, "humanoid")
 
-    def run(seed: int, deterministic: bool) -> list:
-        settings = evaluation.EvalSettings(2, ["turn_left", "goal"], deterministic, seed)
-        return evaluation.evaluate(source, settings, progress=False).to_json()["episodes"]
+    def run(seed: int, deterministic: bool, num_envs: int = 3) -> list:
+        settings = evaluation.EvalSettings(
+            2, ["turn_left", "goal"], deterministic, seed, num_envs=num_envs
+        )
+        return evaluation.evaluate(source, settings, progress=False)[0].to_json()["episodes"]
 
     assert run(3, deterministic=False) == run(3, deterministic=False)
     assert run(3, deterministic=False) != run(4, deterministic=False)
     assert run(3, deterministic=True) == run(3, deterministic=True)
+    # a stochastic episode samples from its own generator, whatever ran beside it
+    alone = run(3, deterministic=False, num_envs=1)
+    assert [e["seed"] for e in alone] == [e["seed"] for e in run(3, deterministic=False)]
 
 
-class ReturnToGoActor:
-    """What a Decision Transformer needs from the loop: a reset per episode, the goal in
-    info, and each reward to decrement its return-to-go."""
-
-    def __init__(self, target: float) -> None:
-        self.target, self.resets, self.goals = target, 0, []
-        self.return_to_go = target
-
-    def reset(self) -> None:
-        self.resets += 1
-        self.return_to_go = self.target
-
-    def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
-        self.goals.append(np.asarray(info["goal"]).copy())
-        np.testing.assert_array_equal(obs[-3:], info["goal"])  # the goal is in the observation
-        return np.zeros(17)
-
-    def observe(self, reward: float, info: dict) -> None:
-        self.return_to_go -= reward
+def reference_episode(env, policy, seed: int, task: str) -> tuple[float, int, bool, float]:
+    """The plain loop `flexrl eval` ran before the rollout package: one env, one policy call
+    per step. Return, length, terminated and the mean velocity error."""
+    obs, info = env.reset(seed=seed, options={"task": task})
+    total, length, errors = 0.0, 0, []
+    while True:
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs))
+        total += float(reward)
+        length += 1
+        errors.append(float(np.linalg.norm(info["lin_vel"] - info["goal"][:2])))
+        if terminated or truncated:
+            return total, length, bool(terminated), float(np.mean(errors))
 
 
-def test_any_actor_plugs_into_the_rollout_loop():
-    env = evaluation.make_eval_env(EnvConfig(max_episode_steps=30))
-    actor = ReturnToGoActor(target=500.0)
+def test_the_batched_loop_reproduces_the_one_env_loop(trained):
+    """One slot: the same episodes, step for step, as stepping one env with one policy call per
+    step. Several slots (physics on threads, episodes handed to free slots) change nothing but
+    the batch the policy sees: with its rows evaluated one at a time they are bit-identical
+    too, so any difference at --num-envs N comes from batched float32 inference alone."""
+    from flexrl.envs import make_env
+    from flexrl.rl.checkpoint import load_policy, run_checkpoint
+    from flexrl.rollout import actors
+
+    ws = Workspace(trained)
+    source = load_policy_source(ws, "humanoid")
+    path, _ = run_checkpoint(ws, ws.resolve_run("humanoid"))
+    policy = load_policy(path)
+    env = make_env(source.env)
+    seeds = evaluation.episode_seeds(5, 3)
     try:
-        results = [
-            evaluation.run_episode(env, actor, seed, "turn_right")
-            for seed in evaluation.episode_seeds(0, 2)
+        expected = [
+            reference_episode(env, policy, s, t) for t in ("turn_left", "goal") for s in seeds
         ]
     finally:
         env.close()
-    assert actor.resets == 2
-    assert actor.return_to_go == pytest.approx(500.0 - results[-1].episode_return)
+
+    def observed(num_envs: int) -> list[tuple[float, int, bool, float]]:
+        settings = evaluation.EvalSettings(3, ["turn_left", "goal"], True, 5, num_envs=num_envs)
+        report, _ = evaluation.evaluate(source, settings, progress=False)
+        return [
+            (e.episode_return, e.length, e.terminated, e.lin_vel_error) for e in report.episodes
+        ]
+
+    # the same steps; returns summed pairwise rather than one by one (1e-14 apart)
+    same = functools.partial(np.testing.assert_allclose, desired=np.array(expected), rtol=1e-12)
+    same(np.array(observed(1)))
+    batched_act = actors.PPOActor.act
+
+    def one_row_at_a_time(self, slots, obs, goals, rngs):
+        rows = [
+            batched_act(self, [s], obs[j : j + 1], None, rngs[j : j + 1])
+            for j, s in enumerate(slots)
+        ]
+        return np.concatenate(rows)
+
+    actors.PPOActor.act = one_row_at_a_time
+    try:
+        same(np.array(observed(4)))
+    finally:
+        actors.PPOActor.act = batched_act
+
+
+class ReturnToGoActor:
+    """What a Decision Transformer needs from the loop: a reset per episode and slot, each
+    step's goal, and each reward to decrement that slot's return-to-go."""
+
+    def __init__(self, target: float) -> None:
+        self.target, self.goals = target, []
+        self.return_to_go: dict[int, float] = {}
+        self.earned: list[float] = []  # per episode begun: target - its final return-to-go
+
+    def reset(self, slot: int) -> None:
+        if slot in self.return_to_go:
+            self.earned.append(self.target - self.return_to_go[slot])
+        self.return_to_go[slot] = self.target
+
+    def act(self, slots, obs, goals, rngs) -> np.ndarray:
+        self.goals.extend(goals.copy())
+        np.testing.assert_array_equal(obs[:, -3:], goals)  # the goal is in the observation
+        return np.zeros((len(slots), 17), np.float32)
+
+    def observe(self, slots, rewards) -> None:
+        for slot, reward in zip(slots, rewards, strict=True):
+            self.return_to_go[slot] -= reward
+
+
+def test_any_actor_plugs_into_the_rollout_loop():
+    from flexrl.rollout.loop import EpisodeSpec, rollout
+    from flexrl.rollout.slots import EnvSlots
+
+    slots = EnvSlots(EnvConfig(max_episode_steps=30), num_envs=2)
+    actor = ReturnToGoActor(target=500.0)
+    specs = [EpisodeSpec(k, s, "turn_right") for k, s in enumerate(evaluation.episode_seeds(0, 3))]
+    try:
+        rolled = list(rollout(slots, actor, specs, policy="test"))
+    finally:
+        slots.close()
+    assert sorted(r.episode.index for r in rolled) == [0, 1, 2]
+    for slot in list(actor.return_to_go):
+        actor.reset(slot)  # closes the last episodes' accounts
+    returns = sorted(r.result.episode_return for r in rolled)
+    assert sorted(actor.earned) == pytest.approx(returns)  # every reward reached its slot
     np.testing.assert_array_equal(actor.goals[0], [0.0, 0.0, -0.5])  # turn_right's command
-    assert all(r.length <= 30 and r.task == "turn_right" for r in results)
-    assert results[-1].terminated == (results[-1].length < 30)
+    for r in rolled:
+        assert r.episode.task == "turn_right" and r.episode.policy == "test"
+        assert r.result.length == r.episode.length <= 30
+        assert r.result.terminated == (r.episode.length < 30)
+        assert r.episode.seed == specs[r.episode.index].seed
 
 
 def runs_in(ws: Path) -> list[str]:
@@ -293,50 +372,48 @@ def test_video_without_egl_fails_in_one_line_naming_what_to_install(trained, tmp
 
 def test_gl_errors_name_the_package_for_each_backend():
     # OSMesa may be installed where this runs, so its message is checked on the translation.
-    osmesa = evaluation.gl_error(AttributeError("'NoneType' object has no attribute 'x'"), "osmesa")
+    from flexrl.rollout import video
+
+    osmesa = video.gl_error(AttributeError("'NoneType' object has no attribute 'x'"), "osmesa")
     assert "MUJOCO_GL=osmesa (its GL library could not be loaded)" in str(osmesa)
     assert "apt-get install libosmesa6" in str(osmesa)
-    glfw = evaluation.gl_error(RuntimeError("no display. more"), "glfw")
+    glfw = video.gl_error(RuntimeError("no display. more"), "glfw")
     assert "(no display)" in str(glfw) and "unset MUJOCO_GL" in str(glfw)
     assert "\n" not in str(osmesa) + str(glfw)
 
 
 def test_distance_along_command_from_positions():
     """Hand-computed steps: the command is in the heading frame of the step's start."""
-    from flexrl.evaluation import distance_along_command
+    from flexrl.rollout.metrics import distance_along_command
 
-    def info(x, y, heading, goal=(1.0, 0.0, 0.0)):
-        return {"xy": np.array([x, y]), "heading": heading, "goal": np.array(goal)}
+    def one_step(start, end, heading, goal=(1.0, 0.0, 0.0)):
+        xy, headings = np.array([start, end], float), np.array([heading, 0.0])
+        return distance_along_command(xy, headings, np.array([goal]))
 
     # facing +y (heading pi/2), commanded forward: moving 0.3 m along +y counts 0.3
-    assert distance_along_command(info(0, 0, np.pi / 2), info(0.1, 0.3, 0)) == pytest.approx(0.3)
+    assert one_step((0, 0), (0.1, 0.3), np.pi / 2) == pytest.approx(0.3)
     # commanded sideways left while facing +x: left is +y; moving -y counts negative
-    left = (0.0, 0.5, 0.0)
-    assert distance_along_command(info(0, 0, 0, left), info(0, -0.2, 0, left)) == pytest.approx(
-        -0.2
-    )
+    assert one_step((0, 0), (0, -0.2), 0, (0.0, 0.5, 0.0)) == pytest.approx(-0.2)
     # a diagonal command [0.3, 0.4] (|v| = 0.5) facing +x: moving (0.3, 0.4) counts 0.5 m
-    diag = (0.3, 0.4, 0.0)
-    assert distance_along_command(info(0, 0, 0, diag), info(0.3, 0.4, 1, diag)) == pytest.approx(
-        0.5
-    )
-    # turning on the spot commands no motion; envs without positions report none
-    spin = (0.0, 0.0, 0.5)
-    assert distance_along_command(info(0, 0, 0, spin), info(1, 1, 0, spin)) is None
-    assert distance_along_command({"goal": np.ones(3)}, {"goal": np.ones(3)}) is None
+    assert one_step((0, 0), (0.3, 0.4), 0, (0.3, 0.4, 0.0)) == pytest.approx(0.5)
+    # turning on the spot commands no motion
+    assert one_step((0, 0), (1, 1), 0, (0.0, 0.0, 0.5)) is None
+    # over steps, only those that command motion count: 0.2 forward, then a spin, then 0.1
+    xy = np.array([[0, 0], [0.2, 0], [0.2, 5.0], [0.3, 5.0]])
+    goals = np.array([[1.0, 0, 0], [0, 0, 0.5], [1.0, 0, 0]])
+    assert distance_along_command(xy, np.zeros(4), goals) == pytest.approx(0.3)
 
 
 def test_turn_toward_command_from_headings():
-    from flexrl.evaluation import turn_toward_command
+    from flexrl.rollout.metrics import turn_toward_command
 
-    def info(heading, yaw_rate):
-        return {"heading": heading, "goal": np.array([0.0, 0.0, yaw_rate])}
+    def one_step(before, after, yaw_rate):
+        return turn_toward_command(np.array([before, after]), np.array([[0.0, 0.0, yaw_rate]]))
 
     # a left turn of 0.1 rad counts +0.1 when left is asked, -0.1 when right is
-    assert turn_toward_command(info(0.2, 0.5), info(0.3, 0.5)) == pytest.approx(0.1)
-    assert turn_toward_command(info(0.2, -0.5), info(0.3, -0.5)) == pytest.approx(-0.1)
+    assert one_step(0.2, 0.3, 0.5) == pytest.approx(0.1)
+    assert one_step(0.2, 0.3, -0.5) == pytest.approx(-0.1)
     # across the +-pi seam a small left turn is still small: 3.1 -> -3.1 is +0.083 rad
-    assert turn_toward_command(info(3.1, 0.5), info(-3.1, 0.5)) == pytest.approx(2 * np.pi - 6.2)
-    # no turn commanded, or no heading reported: none
-    assert turn_toward_command(info(0.0, 0.0), info(1.0, 0.0)) is None
-    assert turn_toward_command({"goal": np.ones(3)}, {"goal": np.ones(3)}) is None
+    assert one_step(3.1, -3.1, 0.5) == pytest.approx(2 * np.pi - 6.2)
+    # no turn commanded: none
+    assert one_step(0.0, 1.0, 0.0) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -10,9 +11,7 @@ import pytest
 
 import flexrl.envs  # noqa: F401  (registers the ids)
 from flexrl import zoo
-from flexrl.config import TrainRecipe
-from flexrl.evaluation import turn_toward_command
-from flexrl.rl.checkpoint import load_checkpoint, load_policy
+from flexrl.rl.checkpoint import load_policy
 
 SHIPPED = zoo.names()
 STEPS = 300  # 4.5 s of simulated time
@@ -23,36 +22,33 @@ def rollout(
     name: str, task: str, seed: int = 12345, command: tuple[float, float, float] | None = None
 ) -> dict[str, float]:
     """STEPS deterministic steps of `task` (or of the goal task held at `command`) from an
-    eval-style seed never used in training."""
-    path = zoo.zoo_path(zoo.PREFIX + name)
-    recipe = TrainRecipe.model_validate(load_checkpoint(path)["recipe"])
-    policy = load_policy(path)
-    from flexrl.envs import make_env
+    eval-style seed never used in training, through the loop `flexrl eval` uses (one env: the
+    policy's rows one at a time, as these margins were measured)."""
     from flexrl.envs.tasks import at_command
+    from flexrl.rollout.loop import EpisodeSpec
+    from flexrl.rollout.loop import rollout as roll
+    from flexrl.rollout.slots import EnvSlots
+    from flexrl.rollout.sources import load_policy_source
+    from flexrl.workspace import Workspace
 
-    env_cfg = recipe.env.model_copy(update={"task": task, "task_weights": {}})
+    source = load_policy_source(Workspace(Path("unused")), zoo.PREFIX + name)  # no run: a file
+    env_cfg = source.env.model_copy(update={"task": task, "task_weights": {}})
     if command is not None:
-        env_cfg = at_command(recipe.env, command, None)
-    env = make_env(env_cfg)
-    obs, info = env.reset(seed=seed)
-    start_xy, start_heading, turned = info["xy"].copy(), info["heading"], 0.0
-    goal, steps = info["goal"], 0
-    while steps < STEPS:
-        before = info
-        obs, _, terminated, _, info = env.step(policy.act(obs))
-        turned += turn_toward_command(before, info) or 0.0  # from headings, + the asked way
-        steps += 1
-        if terminated:
-            break
-    env.close()
-    heading = start_heading
-    forward = np.array([np.cos(heading), np.sin(heading)])
+        env_cfg = at_command(source.env, command, None)
+    slots = EnvSlots(env_cfg, 1)
+    try:
+        actor = source.make_actor(slots.action_space, 0.0, False)
+        spec = EpisodeSpec(0, seed, task if command is None else "goal")
+        (rolled,) = roll(slots, actor, [spec], max_steps=STEPS)
+    finally:
+        slots.close()
+    episode, result = rolled.episode, rolled.result
     return {
-        "steps": steps,
-        "fell": bool(terminated),
-        "forward_m": float((info["xy"] - start_xy) @ forward),
-        "turned_rad": turned,  # in the commanded direction
-        "goal": goal,
+        "steps": episode.length,
+        "fell": result.terminated,
+        "forward_m": result.distance,  # along the command, from positions
+        "turned_rad": result.turned or 0.0,  # in the commanded direction, from headings
+        "goal": episode.goals[0],
     }
 
 

@@ -20,13 +20,18 @@ from flexrl.cli.common import (
 )
 from flexrl.config import SEED_MAX
 from flexrl.errors import FlexrlError
+from flexrl.rollout import video as rollout_video
+from flexrl.rollout.sources import load_policy_source
 from flexrl.workspace import Workspace
 
 
 def eval_command(
     source: Annotated[
         str,
-        typer.Argument(help="A run (id, unique id prefix, or name) or a checkpoint file."),
+        typer.Argument(
+            help="A run (id, unique id prefix, or name), a checkpoint file, or a shipped "
+            "policy zoo:NAME (see `flexrl zoo ls`)."
+        ),
     ],
     episodes: Annotated[int, typer.Option(min=1, help="Episodes per task.")] = 10,
     task: Annotated[
@@ -50,7 +55,15 @@ def eval_command(
     ] = None,
     video_steps: Annotated[
         int, typer.Option(min=1, help="At most this many steps of video (software GL is slow).")
-    ] = evaluation.VIDEO_STEPS,
+    ] = rollout_video.VIDEO_STEPS,
+    num_envs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Envs stepped together, one batched policy call per step (the same number "
+            "gives the same episodes bit for bit).",
+        ),
+    ] = evaluation.DEFAULT_NUM_ENVS,
     target_return: Annotated[
         float | None,
         typer.Option(help="Decision Transformer: the return to condition on (default: recipe's)."),
@@ -65,11 +78,13 @@ def eval_command(
         if not video.parent.is_dir():
             raise FlexrlError(f"--video {video}: directory {video.parent} does not exist")
         # Before anything imports mujoco: it chooses its GL backend once, on import.
-        evaluation.use_offscreen_gl()
-        evaluation.check_gl()
+        rollout_video.use_offscreen_gl()
+        rollout_video.check_gl()
     fixed = parse_command(command)
     ws = Workspace(workspace)
-    policy = evaluation.load_policy_source(ws, source, target_return)
+    policy = load_policy_source(ws, source, target_return)
+    if policy.env is None:
+        raise FlexrlError("flexrl eval takes a trained policy; 'random' has no env of its own")
     if fixed is not None:
         from flexrl.envs.tasks import at_command
 
@@ -80,6 +95,7 @@ def eval_command(
         deterministic=deterministic,
         seed=seed,
         command=list(fixed) if fixed is not None else None,
+        num_envs=num_envs,
     )
     outcome = evaluation.evaluate_and_record(ws, policy, settings, video, video_steps)
     if json:

@@ -77,18 +77,19 @@ def train(
     seed_override = [] if seed is None else [f"seed={seed}"]
     recipe = load_recipe(config, TrainRecipe, [*(overrides or []), *seed_override])
     if record_to is not None:  # refuse a bad target before a run exists
-        from flexrl.collection import check_dataset_name, probe_env
         from flexrl.rl.replay import check_record_target
+        from flexrl.rollout.slots import probe_env
         from flexrl.store import ShardWriter
+        from flexrl.store.recording import check_dataset_name
 
         check_dataset_name(record_to, "--record-to")
         observation_shape, _bounded = probe_env(recipe.env)
         check_record_target(ShardWriter(record_to, ws.root), observation_shape)
     init_from = None
     if recipe.ppo.init_from is not None and resumed is None:
-        from flexrl.evaluation import resolve_source
         from flexrl.rl.checkpoint import check_init_source
         from flexrl.rl.envs import make_flat_env
+        from flexrl.rollout.sources import resolve_source
 
         try:
             path, artifact, _ = resolve_source(ws, recipe.ppo.init_from)

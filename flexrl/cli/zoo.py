@@ -58,7 +58,7 @@ def export(
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Export a training checkpoint as a shipped policy: NAME.safetensors and NAME.json."""
-    from flexrl.evaluation import resolve_source
+    from flexrl.rollout.sources import resolve_source
     from flexrl.workspace.runs import check_name
 
     check_name(name, "zoo name")

@@ -112,15 +112,10 @@ class HumanoidSkillEnv(HumanoidEnv):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self.do_simulation(action, self.frame_skip)
-        rewards, terms, measured, healthy = evaluate_batch([self])
-        info = {
-            **self.advance(),
-            **_info_row(measured, 0),
-            "reward_terms": {k: float(v[0]) for k, v in terms.items()},
-        }
+        obs, rewards, terminated, infos = finish_steps([self])
         if self.render_mode == "human":
             self.render()
-        return self._get_obs(), float(rewards[0]), not healthy[0], False, info
+        return obs[0], float(rewards[0]), bool(terminated[0]), False, infos[0]
 
     def advance(self) -> dict[str, Any]:
         """Count a simulated step and resample the command if due; returns the task info of the
@@ -237,6 +232,24 @@ def _info_row(measured: dict[str, np.ndarray], i: int) -> dict[str, Any]:
         key: measured[key][i].copy() if measured[key].ndim > 1 else float(measured[key][i])
         for key in MEASURED_INFO
     }
+
+
+def finish_steps(
+    envs: Sequence[HumanoidSkillEnv],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """After the physics of a step (`do_simulation`): observations [N, 351], rewards [N],
+    terminated [N] (a fall) and each env's step info, batched over several envs. What
+    `HumanoidSkillEnv.step` returns for one env, and the rollout loop's envs for many."""
+    rewards, terms, measured, healthy = evaluate_batch(envs)
+    infos = [
+        {
+            **env.advance(),
+            **_info_row(measured, i),
+            "reward_terms": {k: float(v[i]) for k, v in terms.items()},
+        }
+        for i, env in enumerate(envs)
+    ]
+    return observe_batch(envs), rewards, ~healthy, infos
 
 
 def evaluate_batch(

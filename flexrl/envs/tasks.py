@@ -7,16 +7,13 @@ policy can learn them all and a multi-task policy is told explicitly what to do.
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Mapping
 
 import numpy as np
 
-from flexrl.config import CommandConfig, EnvConfig, Task
+from flexrl.config import TASKS, CommandConfig, EnvConfig, Task
 from flexrl.errors import FlexrlError
 
-# Order fixes the integer task id recorded in info["task_id"] and in the store.
-TASKS: tuple[Task, ...] = typing.get_args(Task)
 GOAL_DIM = 3
 
 

@@ -14,11 +14,13 @@ observation of an episode in `infos["final_obs"]` and its info in `infos["final_
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.vector.utils import batch_space
 
 from flexrl.envs.humanoid import MEASURED_INFO, HumanoidSkillEnv, evaluate_batch, observe_batch
@@ -30,6 +32,32 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+class ThreadedPhysics:
+    """Steps the physics of up to `num_envs` MuJoCo envs on `threads` native threads (default:
+    every core this process may use), each thread a contiguous share of the envs given."""
+
+    def __init__(self, num_envs: int, threads: int | None = None) -> None:
+        self.threads = max(1, min(threads or available_cores(), num_envs))
+        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    def simulate(self, envs: Sequence[MujocoEnv], actions: np.ndarray) -> None:
+        """`do_simulation(actions[i])` for every env i (one action row per env given)."""
+        if self.pool is None or len(envs) == 1:
+            _simulate(envs, actions, np.arange(len(envs)))
+            return
+        chunks = np.array_split(np.arange(len(envs)), min(self.threads, len(envs)))
+        list(self.pool.map(_simulate, [envs] * len(chunks), [actions] * len(chunks), chunks))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def _simulate(envs: Sequence[MujocoEnv], actions: np.ndarray, indices: np.ndarray) -> None:
+    for i in indices:
+        envs[i].do_simulation(actions[i], envs[i].frame_skip)
 
 
 class HumanoidVectorEnv(gym.vector.VectorEnv):
@@ -53,9 +81,7 @@ class HumanoidVectorEnv(gym.vector.VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = None
-        threads = max(1, min(threads or available_cores(), num_envs))
-        self.chunks = np.array_split(np.arange(num_envs), threads)
-        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        self.physics = ThreadedPhysics(num_envs, threads)
 
     # --- gymnasium's VectorEnv ------------------------------------------------------------
 
@@ -77,11 +103,7 @@ class HumanoidVectorEnv(gym.vector.VectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        actions = np.asarray(actions)
-        if self.pool is None:
-            self._simulate(self.chunks[0], actions)
-        else:
-            list(self.pool.map(self._simulate, self.chunks, [actions] * len(self.chunks)))
+        self.physics.simulate(self.envs, np.asarray(actions))
         rewards, terms, measured, healthy = evaluate_batch(self.envs)
         task_infos = [env.advance() for env in self.envs]
         self.elapsed_steps += 1
@@ -100,17 +122,11 @@ class HumanoidVectorEnv(gym.vector.VectorEnv):
         return obs, rewards, terminated, truncated, infos
 
     def close_extras(self, **kwargs: Any) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+        self.physics.close()
         for env in self.envs:
             env.close()
 
     # --- internals --------------------------------------------------------------------------
-
-    def _simulate(self, indices: np.ndarray, actions: np.ndarray) -> None:
-        for i in indices:
-            env = self.envs[i]
-            env.do_simulation(actions[i], env.frame_skip)
 
     def _autoreset(self, ended: np.ndarray, obs: np.ndarray, infos: dict[str, Any]) -> dict:
         """As SAME_STEP autoreset: the ended envs' last observation and info move to

@@ -1,26 +1,26 @@
-"""BC and DT policies as evaluation actors (the `Actor` protocol of flexrl.evaluation):
+"""BC and DT policies as rollout actors (the batched `Actor` protocol of flexrl.rollout.actors):
 
-    reset() -> None                          a new episode starts
-    act(obs, info) -> np.ndarray             action for one env's raw observation
-    observe(reward, info) -> None            the reward the last action earned
+    reset(slot) -> None                          a new episode starts in env slot `slot`
+    act(slots, obs, goals, rngs) -> actions      for the running slots' raw observations [n, d]
+    observe(slots, rewards) -> None              the rewards those actions earned
 
 Both load from a finetune run's `policy.pt` (`load_actor(path)`, weights_only=True) and act on
 the raw observation: the dataset's normalisation lives inside the network as buffers.
 
-Goal: read from `info["goal"]` (the command in force; flexrl's Humanoid puts it in every
-info, the reset info included). Without it the last `goal_dim` observation values are used,
-which is where flexrl's Humanoid appends the command, so the actors also work with a loop
-that passes an empty info.
+Goal: the command each step is rewarded against (the env's `info["goal"]`, which the loop
+passes as `goals`). Without it the last `goal_dim` observation values are used, which is where
+flexrl's Humanoid appends the command.
 
-The DT keeps its context of the last K steps (return-to-go, observation, goal, action,
-timestep). `reset` sets the return-to-go to the target return (recipe `dt.target_return`,
-else the best return in the training data, or the `target_return` argument); `observe(r)`
-decrements it by the reward. `observe_reward(r)` is the same without an info.
+The DT keeps, per slot, its context of the last K steps (return-to-go, observation, goal,
+action, timestep) and predicts for all running slots in one batch. `reset(slot)` sets the
+slot's return-to-go to the target return (recipe `dt.target_return`, else the best return in
+the training data, or the `target_return` argument); `observe` decrements it by the reward.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +31,20 @@ from flexrl.errors import FlexrlError
 from flexrl.offline.checkpoint import build_network, load_policy_checkpoint
 
 
-def _goal(obs: np.ndarray, info: dict[str, Any] | None, goal_dim: int) -> np.ndarray | None:
+def _goals(obs: np.ndarray, goals: np.ndarray | None, goal_dim: int) -> np.ndarray | None:
+    """[n, goal_dim] goals for the rows of `obs`, float32; None for a goal-less policy."""
     if not goal_dim:
         return None
-    goal = (info or {}).get("goal")
-    if goal is None:
-        goal = obs[-goal_dim:]
-    goal = np.asarray(goal, dtype=np.float32).reshape(-1)
-    if goal.shape != (goal_dim,):
-        raise FlexrlError(f"the policy needs a goal of {goal_dim} values, got {goal.shape[0]}")
-    return goal
+    if goals is None:
+        goals = obs[:, -goal_dim:]
+    goals = np.asarray(goals, dtype=np.float32).reshape(len(obs), -1)
+    if goals.shape[1] != goal_dim:
+        raise FlexrlError(f"the policy needs a goal of {goal_dim} values, got {goals.shape[1]}")
+    return goals
 
 
 class BCActor:
-    """Stateless: the MLP's action for the current observation and goal."""
+    """Stateless: the MLP's actions for the current observations and goals."""
 
     def __init__(self, checkpoint: dict[str, Any]):
         if checkpoint["kind"] != "bc":
@@ -52,23 +52,29 @@ class BCActor:
         self.net = build_network(checkpoint)
         self.goal_dim = int(checkpoint["dataset"]["goal_dim"])
 
-    def reset(self) -> None:
+    def reset(self, slot: int) -> None:
         pass
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float32).reshape(-1)
-        goal = _goal(obs, info, self.goal_dim)
-        x = torch.from_numpy(obs)[None]
-        g = None if goal is None else torch.from_numpy(goal)[None]
-        return self.net(x, g)[0].numpy().astype(np.float64)
+    def act(
+        self,
+        slots: Sequence[int],
+        obs: np.ndarray,
+        goals: np.ndarray | None = None,
+        rngs: Sequence[np.random.Generator] = (),
+    ) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float32).reshape(len(slots), -1)
+        goal = _goals(obs, goals, self.goal_dim)
+        g = None if goal is None else torch.from_numpy(goal)
+        return self.net(torch.from_numpy(obs), g).numpy().astype(np.float64)
 
-    def observe(self, reward: float, info: dict[str, Any] | None = None) -> None:
+    def observe(self, slots: Sequence[int], rewards: np.ndarray) -> None:
         pass
 
 
 class DTActor:
-    """Autoregressive Decision Transformer conditioned on a decreasing return-to-go."""
+    """Autoregressive Decision Transformer conditioned on a decreasing return-to-go, one
+    context per env slot."""
 
     def __init__(self, checkpoint: dict[str, Any], target_return: float | None = None):
         if checkpoint["kind"] != "dt":
@@ -83,58 +89,67 @@ class DTActor:
         self.target_return = float(
             checkpoint["target_return"] if target_return is None else target_return
         )
-        self.reset()
+        self.return_to_go: dict[int, float] = {}
+        self.t: dict[int, int] = {}
+        # Per slot, one entry per step: [obs, goal, rtg / scale, timestep, action]; the action
+        # of the newest step is filled in by act.
+        self.context: dict[int, deque[list[Any]]] = {}
 
-    def reset(self) -> None:
-        self.return_to_go = self.target_return
-        self.t = 0
-        # One entry per step: (obs, goal, rtg / scale, timestep, action); the action of the
-        # newest step is filled in by act.
-        self.context: deque[list[Any]] = deque(maxlen=self.k)
+    def reset(self, slot: int) -> None:
+        self.return_to_go[slot] = self.target_return
+        self.t[slot] = 0
+        self.context[slot] = deque(maxlen=self.k)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float32).reshape(-1)
-        goal = _goal(obs, info, self.goal_dim)
+    def act(
+        self,
+        slots: Sequence[int],
+        obs: np.ndarray,
+        goals: np.ndarray | None = None,
+        rngs: Sequence[np.random.Generator] = (),
+    ) -> np.ndarray:
+        n = len(slots)
+        obs = np.asarray(obs, dtype=np.float32).reshape(n, -1)
+        goal = _goals(obs, goals, self.goal_dim)
         zero = np.zeros(self.act_dim, np.float32)
-        self.context.append([obs, goal, self.return_to_go / self.rtg_scale, self.t, zero])
-        n = len(self.context)
-        steps = list(self.context)
-        # The window exactly as in training: left-padded to K with zeros, mask False there.
-        pad = self.k - n
-        obs_w = np.zeros((1, self.k, len(obs)), np.float32)
-        act_w = np.zeros((1, self.k, self.act_dim), np.float32)
-        rtg_w = np.zeros((1, self.k), np.float32)
-        ts_w = np.zeros((1, self.k), np.int64)
-        mask = np.zeros((1, self.k), bool)
-        obs_w[0, pad:] = [s[0] for s in steps]
-        act_w[0, pad:] = [s[4] for s in steps]
-        rtg_w[0, pad:] = [s[2] for s in steps]
-        ts_w[0, pad:] = [min(s[3], self.max_ep_len - 1) for s in steps]
-        mask[0, pad:] = True
-        goals = None
-        if self.goal_dim:
-            goal_w = np.zeros((1, self.k, self.goal_dim), np.float32)
-            goal_w[0, pad:] = [s[1] for s in steps]
-            goals = torch.from_numpy(goal_w)
+        # The windows exactly as in training: left-padded to K with zeros, mask False there.
+        obs_w = np.zeros((n, self.k, obs.shape[1]), np.float32)
+        act_w = np.zeros((n, self.k, self.act_dim), np.float32)
+        rtg_w = np.zeros((n, self.k), np.float32)
+        ts_w = np.zeros((n, self.k), np.int64)
+        mask = np.zeros((n, self.k), bool)
+        goal_w = np.zeros((n, self.k, self.goal_dim), np.float32)
+        for row, slot in enumerate(slots):
+            context = self.context[slot]
+            g = None if goal is None else goal[row]
+            rtg = self.return_to_go[slot] / self.rtg_scale
+            context.append([obs[row], g, rtg, self.t[slot], zero])
+            steps = list(context)
+            pad = self.k - len(steps)
+            obs_w[row, pad:] = [s[0] for s in steps]
+            act_w[row, pad:] = [s[4] for s in steps]
+            rtg_w[row, pad:] = [s[2] for s in steps]
+            ts_w[row, pad:] = [min(s[3], self.max_ep_len - 1) for s in steps]
+            mask[row, pad:] = True
+            if goal is not None:
+                goal_w[row, pad:] = [s[1] for s in steps]
         pred = self.net(
             torch.from_numpy(obs_w),
             torch.from_numpy(act_w),
             torch.from_numpy(rtg_w),
             torch.from_numpy(ts_w),
             torch.from_numpy(mask),
-            goals,
+            None if goal is None else torch.from_numpy(goal_w),
         )
-        action = pred[0, -1].numpy()
-        self.context[-1][4] = action.astype(np.float32)
-        self.t += 1
-        return action.astype(np.float64)
+        actions = pred[:, -1].numpy().astype(np.float32)
+        for row, slot in enumerate(slots):
+            self.context[slot][-1][4] = actions[row]
+            self.t[slot] += 1
+        return actions.astype(np.float64)
 
-    def observe(self, reward: float, info: dict[str, Any] | None = None) -> None:
-        self.return_to_go -= float(reward)
-
-    def observe_reward(self, reward: float) -> None:
-        self.observe(reward)
+    def observe(self, slots: Sequence[int], rewards: np.ndarray) -> None:
+        for slot, reward in zip(slots, rewards, strict=True):
+            self.return_to_go[slot] -= float(reward)
 
 
 def load_actor(path: str | Path, target_return: float | None = None) -> BCActor | DTActor:

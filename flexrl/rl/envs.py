@@ -38,9 +38,9 @@ from flexrl.errors import FlexrlError
 _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
-def make_flat_env(cfg: EnvConfig) -> gym.Env:
+def make_flat_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """`flexrl.envs.make_env`, with Dict observations flattened into one vector for the MLP."""
-    env = make_env(cfg)
+    env = make_env(cfg, render_mode)
     if not isinstance(env.observation_space, gym.spaces.Box):
         env = FlattenObservation(env)
     if not isinstance(env.action_space, gym.spaces.Box):

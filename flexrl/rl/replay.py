@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from flexrl.collection import CollectedEpisode, EpisodeBuffer, check_dataset_name, write_episode
+from flexrl.config import TASKS
 from flexrl.errors import FlexrlError
-from flexrl.store import Lineage, ShardWriter, resolve
+from flexrl.store import Episode, Lineage, ShardWriter, resolve
+from flexrl.store.recording import EpisodeBuffer, check_dataset_name
 from flexrl.workspace import Artifact, ArtifactKind, Run
 
 
@@ -83,7 +84,7 @@ class ReplayRecorder:
         )
         check_record_target(self.writer, observation_shape)
         self.slots: list[EpisodeBuffer | None] = [None] * num_envs
-        self.finished: list[CollectedEpisode] = []  # ended in the current update
+        self.finished: list[Episode] = []  # ended in the current update
         self.info_keys: dict[str, np.ndarray] | None = None
         self.begun = 0
         self.episodes = 0
@@ -91,7 +92,9 @@ class ReplayRecorder:
 
     def _begin(self, i: int, obs: np.ndarray, info: Mapping[str, Any]) -> None:
         keep = self.begun % self.every == 0
-        self.slots[i] = EpisodeBuffer(self.begun, None, obs, info) if keep else None
+        task_id = info.get("task_id")
+        task = TASKS[int(task_id)] if task_id is not None else None
+        self.slots[i] = EpisodeBuffer(self.begun, None, obs, task, self.policy) if keep else None
         self.begun += 1
 
     def reset(self, obs: np.ndarray, infos: Mapping[str, Any]) -> None:
@@ -130,7 +133,7 @@ class ReplayRecorder:
     def end_update(self) -> None:
         """The update is complete: its finished episodes belong to the next checkpoint."""
         for ep in self.finished:
-            write_episode(self.writer, ep, self.policy)
+            self.writer.add(ep)
             self.episodes += 1
             self.steps += ep.length
         self.finished = []

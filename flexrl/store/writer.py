@@ -14,6 +14,7 @@ processes can commit into one dataset and nothing is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -189,12 +190,15 @@ class ShardWriter:
     ) -> None:
         """Buffer one episode (see `make_episode` for the arguments); may write a shard."""
         infos = kwargs.get("infos")
-        if infos is not None and self.info_keys is not None:
+        if infos is not None and self.info_keys is not None:  # before make_episode checks them
             kwargs["infos"] = {k: infos[k] for k in self.info_keys if k in infos}
-        episode = make_episode(observations, actions, rewards, terminations, truncations, **kwargs)
-        self.add(episode)
+        self.add(make_episode(observations, actions, rewards, terminations, truncations, **kwargs))
 
     def add(self, episode: Episode) -> None:
+        """Buffer one episode (only the infos named by `info_keys`, when given)."""
+        if self.info_keys is not None:
+            kept = {k: v for k, v in episode.infos.items() if k in self.info_keys}
+            episode = dataclasses.replace(episode, infos=kept)
         if not self.allow_nonfinite:
             where = f"episode {self._episodes}" + (
                 f" (seed {episode.seed})" if episode.seed is not None else ""

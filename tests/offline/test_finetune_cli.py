@@ -163,18 +163,28 @@ def test_actors_act_within_bounds(ws, bc_run, dt_run) -> None:
     low, high = bc.net.act_scaler.denormalize(torch.tensor([-1.0, 1.0])[:, None]).numpy()
     assert np.all(low > -1) and np.all(high < 1)  # tanh(obs + goal) never quite reaches +-1
     for actor in (bc, dt):
-        actor.reset()
+        actor.reset(0)
+        actor.reset(1)
         for _ in range(8):
-            obs = rng.normal(size=6)
-            action = actor.act(obs, {"goal": goal})
-            assert action.shape == (2,) and np.abs(action).max() <= 1
+            obs = rng.normal(size=(2, 6))
+            action = actor.act([0, 1], obs, np.stack([goal, goal]))
+            assert action.shape == (2, 2) and np.abs(action).max() <= 1
             # tanh outputs are mapped onto the range of the dataset's actions
             assert np.all(action >= low - 1e-6) and np.all(action <= high + 1e-6)
-            actor.observe(1.5, {})
-    assert len(dt.context) == TINY_DT["context_len"]  # only the last K steps are kept
-    assert dt.return_to_go == pytest.approx(5.0 - 8 * 1.5)
-    dt.reset()
-    assert dt.return_to_go == 5.0 and len(dt.context) == 0
+            actor.observe([0, 1], np.array([1.5, 0.5]))
+    assert len(dt.context[0]) == TINY_DT["context_len"]  # only the last K steps are kept
+    assert dt.return_to_go[0] == pytest.approx(5.0 - 8 * 1.5)
+    assert dt.return_to_go[1] == pytest.approx(5.0 - 8 * 0.5)  # each slot its own account
+    # a slot's actions do not depend on the others': slot 1 alone acts as in the batch
+    dt.reset(0)
+    dt.reset(1)
+    obs = rng.normal(size=(2, 6))
+    together = dt.act([0, 1], obs, np.stack([goal, goal]))
+    dt.reset(1)
+    alone = dt.act([1], obs[1:], goal[None])
+    np.testing.assert_allclose(alone[0], together[1], atol=1e-6)
+    dt.reset(0)
+    assert dt.return_to_go[0] == 5.0 and len(dt.context[0]) == 0
 
 
 def test_bc_learns_the_behaviour(ws) -> None:
@@ -188,7 +198,8 @@ def test_bc_learns_the_behaviour(ws) -> None:
     errors = []
     for _ in range(50):
         obs, goal = rng.normal(size=6), rng.normal(size=3)
-        errors.append(np.abs(actor.act(obs, {"goal": goal}) - expert_action(obs, goal)).mean())
+        action = actor.act([0], obs[None], goal[None])[0]
+        errors.append(np.abs(action - expert_action(obs, goal)).mean())
     assert np.mean(errors) < 0.15
 
 
