@@ -1,0 +1,149 @@
+"""Several shares of a collection as spawned worker processes (see flexrl.collection): each
+writes its shards, and when all are ready the parent lets them commit, one after the other."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flexrl.collection.jobs import Job, write_episodes
+from flexrl.errors import FlexrlError
+from flexrl.rollout.progress import EpisodeProgress
+from flexrl.store import ShardWriter
+
+
+class _Abort(Exception):
+    """The parent called the collection off: leave the writer without committing."""
+
+
+_signalled: list[int] = []  # the worker's first interrupting signal
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    # Unwind once: a second signal (Ctrl-C reaches the workers and the parent's terminate
+    # follows) must not interrupt the writer while it deletes its shards.
+    if _signalled:
+        return
+    _signalled.append(signum)
+    raise KeyboardInterrupt(f"worker got {signal.Signals(signum).name}")
+
+
+def _worker(
+    worker: int, job: Job, messages: Any, commit: Any, abort: Any
+) -> None:  # pragma: no cover - runs in a spawned process (tested through the CLI)
+    """One worker: collect its share, write its shards, wait for the go, commit its version."""
+    # SIGTERM (the parent's terminate) unwinds like Ctrl-C: the writer deletes its shards.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    try:
+        from flexrl.seeding import seed_everything
+
+        seed_everything(job.settings.seed + worker, torch_threads=1)
+        with ShardWriter(
+            job.settings.dataset,
+            job.workspace,
+            lineage=job.lineage,
+            message=job.message,
+            allow_nonfinite=job.settings.allow_nonfinite,
+        ) as writer:
+            write_episodes(
+                job,
+                writer,
+                lambda ep: messages.put(("episode", worker, ep.length, ep.episode_return)),
+            )
+            writer.flush()  # every shard on disk, still invisible
+            messages.put(("ready", worker))
+            while not commit.wait(0.2):
+                if abort.is_set() or os.getppid() == 1:  # called off, or the parent is gone
+                    raise _Abort
+            if abort.is_set():
+                raise _Abort
+        versions = [m.version for m in writer.committed]
+        messages.put(("committed", worker, versions))
+    except (_Abort, KeyboardInterrupt):
+        messages.put(("aborted", worker))
+    except FlexrlError as e:
+        messages.put(("error", worker, str(e), True))
+    except BaseException as e:
+        messages.put(("error", worker, f"{type(e).__name__}: {e}", False))
+
+
+def run_workers(jobs: list[Job], bar: EpisodeProgress, committed: Callable[[int], None]) -> None:
+    """Start one spawned process per job, show their progress, then commit in worker order."""
+    ctx = mp.get_context("spawn")
+    messages = ctx.Queue()
+    abort = ctx.Event()
+    commits = [ctx.Event() for _ in jobs]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(w, job, messages, commits[w], abort),
+            name=f"flexrl-collect-{w}",
+            daemon=True,
+        )
+        for w, job in enumerate(jobs)
+    ]
+    started: list[mp.process.BaseProcess] = []
+    ready: set[int] = set()
+    done: set[int] = set()
+    next_commit = 0
+    try:
+        for proc in procs:
+            proc.start()
+            started.append(proc)
+        while len(done) < len(procs):
+            try:
+                message = messages.get(timeout=0.2)
+            except queue.Empty:
+                for w, proc in enumerate(procs):
+                    if w not in done and proc.exitcode is not None:
+                        # Exited without a last word: killed (OOM, kill -9) or crashed hard.
+                        time.sleep(0.5)  # its last message may still be in the pipe
+                        if messages.empty():
+                            raise FlexrlError(
+                                f"collect worker {w} died (exit code {proc.exitcode})"
+                            ) from None
+                continue
+            kind, w = message[0], message[1]
+            if kind == "episode":
+                bar.advance(message[2], message[3])
+            elif kind == "ready":
+                ready.add(w)
+            elif kind == "committed":
+                for version in message[2]:
+                    committed(version)
+                done.add(w)
+                next_commit += 1
+            elif kind == "error":
+                if message[3]:
+                    raise FlexrlError(f"collect worker {w}: {message[2]}")
+                raise RuntimeError(f"collect worker {w} failed: {message[2]}")
+            elif kind == "aborted":
+                raise KeyboardInterrupt(f"collect worker {w} was interrupted")
+            # Commit one at a time, in worker order, once every worker has all its shards.
+            if len(ready) == len(procs) and next_commit < len(procs):
+                commits[next_commit].set()
+        for proc in procs:
+            proc.join()
+    finally:
+        abort.set()
+        for proc in started:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: the worker deletes its uncommitted shards
+        # Keep reading while they exit: a worker blocks at exit until its messages are read.
+        deadline = time.monotonic() + 10
+        while any(p.is_alive() for p in started) and time.monotonic() < deadline:
+            try:
+                messages.get(timeout=0.1)
+            except Exception:  # empty, or cut short by a killed worker: nothing left to use
+                continue
+        for proc in started:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+        messages.close()
