@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from flexrl.config import EnvConfig
+from flexrl.envs import make_flat_env
 from flexrl.fileio import sha256_file
-from flexrl.rl.envs import make_flat_env
 from flexrl.store import open_dataset
 from flexrl.workspace import ArtifactKind, RunStatus, Workspace
 

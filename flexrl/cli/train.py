@@ -87,8 +87,8 @@ def train(
         check_record_target(ShardWriter(record_to, ws.root), observation_shape)
     init_from = None
     if recipe.ppo.init_from is not None and resumed is None:
+        from flexrl.envs import make_flat_env
         from flexrl.rl.checkpoint import check_init_source
-        from flexrl.rl.envs import make_flat_env
         from flexrl.rollout.sources import resolve_source
 
         try:

@@ -31,6 +31,7 @@ __all__ = [
     "HumanoidSkillEnv",
     "humanoid_kwargs",
     "make_env",
+    "make_flat_env",
     "task_id",
 ]
 
@@ -71,6 +72,17 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
         render_mode=render_mode,
         **kwargs,
     )
+
+
+def make_flat_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
+    """`make_env`, with Dict observations flattened into one vector (what a policy takes); the
+    actions must be a Box."""
+    env = make_env(cfg, render_mode)
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        env = gym.wrappers.FlattenObservation(env)
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise FlexrlError(f"env: PPO needs a continuous (Box) action space, got {env.action_space}")
+    return env
 
 
 def humanoid_kwargs(cfg: EnvConfig) -> dict:

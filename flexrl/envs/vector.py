@@ -150,26 +150,8 @@ class HumanoidVectorEnv(gym.vector.VectorEnv):
         infos.update(final_obs=final_obs, _final_obs=mask, final_info=final_info, _final_info=mask)
         return infos
 
-    # --- exact state for resuming (flexrl.rl.envs) ------------------------------------------
-
     def get_attr(self, name: str) -> tuple[Any, ...]:
-        if name == "exact_state":
-            from flexrl.rl.envs import get_env_state
-
-            return tuple(
-                {**get_env_state(env), "elapsed_steps": int(n)}
-                for env, n in zip(self.envs, self.elapsed_steps, strict=True)
-            )
         return tuple(getattr(env, name) for env in self.envs)
-
-    def set_attr(self, name: str, values: Any) -> None:
-        if name != "exact_state":
-            raise AttributeError(f"HumanoidVectorEnv.set_attr: only exact_state, not {name!r}")
-        from flexrl.rl.envs import set_env_state
-
-        for i, (env, state) in enumerate(zip(self.envs, values, strict=True)):
-            set_env_state(env, state)
-            self.elapsed_steps[i] = state["elapsed_steps"]
 
 
 def _batch_infos(infos: list[dict[str, Any]]) -> dict[str, Any]:

@@ -29,23 +29,13 @@ import mujoco
 import numpy as np
 import torch
 from gymnasium.envs.mujoco import MujocoEnv
-from gymnasium.wrappers import FlattenObservation, TimeLimit
+from gymnasium.wrappers import TimeLimit
 
 from flexrl.config import EnvConfig
-from flexrl.envs import humanoid_kwargs, make_env
+from flexrl.envs import humanoid_kwargs, make_flat_env
 from flexrl.errors import FlexrlError
 
 _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
-
-
-def make_flat_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
-    """`flexrl.envs.make_env`, with Dict observations flattened into one vector for the MLP."""
-    env = make_env(cfg, render_mode)
-    if not isinstance(env.observation_space, gym.spaces.Box):
-        env = FlattenObservation(env)
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise FlexrlError(f"env: PPO needs a continuous (Box) action space, got {env.action_space}")
-    return env
 
 
 class ExactState(gym.Wrapper):
@@ -169,6 +159,13 @@ def _unpack(packed: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def get_vector_env_state(envs: gym.vector.VectorEnv) -> list[dict[str, Any]]:
+    from flexrl.envs.vector import HumanoidVectorEnv
+
+    if isinstance(envs, HumanoidVectorEnv):  # bare envs; the vector env counts their steps
+        return [
+            {**get_env_state(env), "elapsed_steps": int(n)}
+            for env, n in zip(envs.envs, envs.elapsed_steps, strict=True)
+        ]
     return list(envs.get_attr("exact_state"))
 
 
@@ -177,4 +174,11 @@ def set_vector_env_state(envs: gym.vector.VectorEnv, states: list[dict[str, Any]
         raise FlexrlError(
             f"checkpoint has {len(states)} envs, the recipe {envs.num_envs}: keep env.num_envs"
         )
+    from flexrl.envs.vector import HumanoidVectorEnv
+
+    if isinstance(envs, HumanoidVectorEnv):
+        for i, (env, state) in enumerate(zip(envs.envs, states, strict=True)):
+            set_env_state(env, state)
+            envs.elapsed_steps[i] = state["elapsed_steps"]
+        return
     envs.set_attr("exact_state", list(states))

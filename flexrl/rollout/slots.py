@@ -46,7 +46,7 @@ class EnvSlots:
             self.envs: list[gym.Env] = list(self.humanoids)
             self.physics = ThreadedPhysics(num_envs, threads)
         else:
-            from flexrl.rl.envs import make_flat_env
+            from flexrl.envs import make_flat_env
 
             self.envs = [make_flat_env(cfg, render_mode) for _ in range(num_envs)]
         self.elapsed = np.zeros(num_envs, dtype=np.int64)
@@ -98,7 +98,7 @@ class EnvSlots:
 def probe_env(cfg: EnvConfig) -> tuple[tuple[int, ...], bool]:
     """The observation shape of `cfg`'s env as a policy sees it and whether its actions are
     bounded (making the env checks the id)."""
-    from flexrl.rl.envs import make_flat_env
+    from flexrl.envs import make_flat_env
 
     env = make_flat_env(cfg)
     try:

@@ -82,7 +82,7 @@ def _env(env: Mapping[str, Any]):
     from pydantic import BaseModel
 
     from flexrl.config import EnvConfig
-    from flexrl.rl.envs import make_flat_env
+    from flexrl.envs import make_flat_env
 
     made = make_flat_env(EnvConfig.model_validate(env))
     try:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from flexrl.config import TrainRecipe, validate_recipe
+from flexrl.envs import make_flat_env
 from flexrl.rl import train_ppo
-from flexrl.rl.envs import make_flat_env
 from flexrl.store import open_dataset, resolve
 from flexrl.workspace import RunInterrupted, Workspace
 from flexrl.workspace.records import ArtifactKind
