@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,9 +28,11 @@ from torch import nn
 from flexrl.config import FinetuneBCRecipe, FinetuneDTRecipe
 from flexrl.errors import FlexrlError
 from flexrl.fileio import atomic_write_bytes
-from flexrl.offline.base import OfflinePolicyModule, info_from_json, info_to_json
 from flexrl.workspace import Workspace
 from flexrl.workspace.records import Artifact, ArtifactKind, RunRecord
+
+if TYPE_CHECKING:  # Lightning takes seconds to import: only what trains or builds needs it
+    from flexrl.offline.base import OfflinePolicyModule
 
 FORMATS = {"bc": "flexrl.bc/1", "dt": "flexrl.dt/1"}
 POLICY_FILE = "policy.pt"
@@ -40,6 +42,8 @@ POLICY_ROLE = "policy"
 def policy_checkpoint(
     module: OfflinePolicyModule, global_step: int, env: dict[str, Any] | None
 ) -> dict[str, Any]:
+    from flexrl.offline.base import info_to_json
+
     data: dict[str, Any] = {
         "format": FORMATS[module.kind],
         "kind": module.kind,
@@ -86,6 +90,7 @@ def is_offline_checkpoint(data: Any) -> bool:
 
 def build_network(data: dict[str, Any]) -> nn.Module:
     """The network of a policy file, weights loaded, in eval mode, on the CPU."""
+    from flexrl.offline.base import info_from_json
     from flexrl.offline.bc import BCPolicy
     from flexrl.offline.dt import DecisionTransformer
 
