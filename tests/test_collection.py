@@ -209,6 +209,36 @@ def test_workers_split_the_episodes_with_disjoint_seeds(ws, humanoid):
         np.testing.assert_array_equal(episode.actions, other.actions)
 
 
+def test_noisy_episodes_are_the_one_env_loops(ws):
+    """The bytes collect stores, against the plain loop it ran before the rollout package: one
+    env per episode k reset with seed + k, the policy's mean plus noise drawn from the
+    episode's own generator default_rng([seed + k, 1]), clipped to the bounds."""
+    import torch
+
+    from flexrl.rl.checkpoint import load_policy, run_checkpoint
+
+    collect(ws, "--policy", "quick", "--dataset", "pend-noisy", "--episodes", "3", "--seed", "40",
+            "--noise", "0.3", "--num-envs", "1")  # fmt: skip
+    path, _ = run_checkpoint(Workspace(ws), Workspace(ws).resolve_run("quick"))
+    policy = load_policy(path)
+    env = make_flat_env(EnvConfig(id=PENDULUM))
+    for k, episode in enumerate(open_dataset("pend-noisy", ws)):
+        assert episode.seed == 40 + k
+        obs, _ = env.reset(seed=40 + k)
+        rng = np.random.default_rng([40 + k, 1])
+        for t in range(episode.length):
+            np.testing.assert_array_equal(obs, episode.observations[t])
+            with torch.no_grad():  # the mean before clipping: the noise is added to it
+                x = torch.as_tensor(policy.obs_normalizer(obs[None]))
+                mean = policy.agent.actor_mean(x).numpy()[0].astype(np.float64)
+            noisy = mean + 0.3 * rng.standard_normal(mean.shape)
+            action = np.clip(noisy, policy.action_low, policy.action_high)
+            np.testing.assert_array_equal(action.astype(np.float32), episode.actions[t])
+            obs, reward, *_ = env.step(episode.actions[t])
+            assert reward == episode.rewards[t]
+    env.close()
+
+
 def test_stochastic_actions_differ_but_stay_in_bounds(ws, ppo_pendulum):
     collect(ws, "--policy", "quick", "--dataset", "pend-sample", "--episodes", "2", "--stochastic",
             "--seed", "0")  # fmt: skip
