@@ -36,7 +36,7 @@ from flexrl.rollout.sources import PolicySource
 from flexrl.rollout.video import VIDEO_STEPS, VideoResult
 from flexrl.workspace import Artifact, ArtifactKind, Workspace
 
-DEFAULT_NUM_ENVS = 16  # envs stepped together (at most one per episode)
+DEFAULT_NUM_ENVS = 32  # envs stepped together (at most one per episode)
 # TaskMetrics field -> run metric "eval_<name>" (eval_return is what `runs ls` shows first)
 SUMMARY_KEYS = (
     ("return_mean", "return"),
