@@ -49,9 +49,11 @@ class Rolled:
 class _Running:
     """A slot's current episode: its buffer, generator, start info and latest goal."""
 
-    def __init__(self, spec: EpisodeSpec, obs: np.ndarray, info: dict[str, Any], policy: Any):
-        task_id = info.get("task_id")
-        task = TASKS[int(task_id)] if task_id is not None else spec.task
+    def __init__(
+        self, spec: EpisodeSpec, obs: np.ndarray, info: dict[str, Any], policy: str | None
+    ):
+        task_id = info.get("task_id")  # the Humanoid skill the episode runs; none elsewhere
+        task = TASKS[int(task_id)] if task_id is not None else None
         self.buffer = EpisodeBuffer(spec.index, spec.seed, obs, task, policy)
         seed = spec.seed if spec.seed is not None else spec.index
         self.rng = np.random.default_rng([seed, 1])
