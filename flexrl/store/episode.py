@@ -29,7 +29,7 @@ class Episode:
     seed: int | None = None
     task: str | None = None
     policy: str | None = None
-    index: int = -1  # position in the dataset version it was read from
+    index: int = -1  # position in the dataset version it was read from, or in its rollout
 
     @property
     def length(self) -> int:
