@@ -58,6 +58,12 @@ def test_ppo_to_collect_to_bc_and_dt_to_eval(cli, workspace):
     assert bc_expert > 500, bc_expert
     assert dt > 200 and dt > mixed_data.mean(), (dt, bc, mixed_data.mean())
 
+    # Any policy eval runs, collect runs too: the DT's own episodes, recorded as its file's.
+    ok("collect", "--policy", "dt", "--dataset", "by-dt", "--episodes", "3", "--seed", "5")
+    outputs = json.loads(ok("runs", "show", "dt", "--json"))["run"]["outputs"]
+    (policy,) = [a for a in outputs if a["role"] == "policy"]
+    assert {e.policy for e in open_dataset("by-dt", workspace)} == {policy["digest"]}
+
     def downstream(run: str) -> set[str | None]:
         lineage = json.loads(ok("runs", "lineage", run, "--json"))
         return {lineage["nodes"][k].get("name") for k in lineage["downstream"]}
