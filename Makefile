@@ -100,6 +100,7 @@ bench: install  ## every benchmark side by side with its peer (long; figures in 
 	$(PY) benchmarks/store_bench.py
 	$(PY) benchmarks/dt_bench.py
 	$(PY) benchmarks/ppo_bench.py
+	$(PY) benchmarks/rollout_bench.py
 
 clean:  ## remove the virtual environment and demo outputs
 	rm -rf $(VENV) $(DEMO_DIR)

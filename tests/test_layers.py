@@ -12,7 +12,7 @@ LAYERS = {
     "config": 0, "errors": 0, "fileio": 0, "seeding": 0, "__init__": 0,
     "envs": 1, "store": 1, "workspace": 1,
     "rl": 2, "offline": 2, "zoo": 2,
-    "rollout": 3,
+    "rollout": 3, "language": 3,
     "orchestrate": 4, "analysis": 4,
     "evaluation": 5, "collection": 5,
     "cli": 6, "__main__": 7,
