@@ -26,7 +26,10 @@ def collect(
     policy: Annotated[
         str,
         typer.Option(
-            "--policy", "-p", help="A run (id, prefix or name), a checkpoint file, or 'random'."
+            "--policy",
+            "-p",
+            help="A run (id, prefix or name; PPO, BC or DT), a checkpoint file, a shipped "
+            "policy zoo:NAME, or 'random'.",
         ),
     ],
     dataset: Annotated[
@@ -46,7 +49,12 @@ def collect(
         int, typer.Option(help="Processes collecting in parallel (each commits a version).")
     ] = 1,
     num_envs: Annotated[
-        int, typer.Option("--num-envs", help="Envs stepped together in each process.")
+        int,
+        typer.Option(
+            "--num-envs",
+            help="Envs stepped together in each process, one batched policy call per step "
+            "(Humanoid physics on every core).",
+        ),
     ] = 8,
     seed: Annotated[
         int | None,
@@ -57,10 +65,10 @@ def collect(
     ] = None,
     noise: Annotated[
         float,
-        typer.Option(help="Gaussian action noise (std >= 0, in action units) on the mean."),
+        typer.Option(help="PPO: Gaussian action noise (std >= 0, in action units) on the mean."),
     ] = 0.0,
     stochastic: Annotated[
-        bool, typer.Option("--stochastic", help="Sample actions from the policy's Gaussian.")
+        bool, typer.Option("--stochastic", help="PPO: sample actions from the policy's Gaussian.")
     ] = False,
     allow_nonfinite: Annotated[
         bool,
@@ -71,7 +79,7 @@ def collect(
     json: JsonOption = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
-    """Roll a policy out (PPO checkpoint or random) and store its episodes, with lineage."""
+    """Roll a policy out (PPO, BC, DT, a shipped skill or random) and store its episodes, with lineage."""
     # The domain pulls in gymnasium, MuJoCo and torch: import it only when collecting.
     from flexrl.collection import RANDOM, CollectRequest, collect, plan_collection
 
