@@ -76,18 +76,10 @@ def main() -> None:
                 text=True, check=True,
             ).stdout.strip()  # fmt: skip
             codes = {"before": before, "after": ROOT}
+            collect_args = ["collect", "--policy", POLICY, "--episodes", str(collect_episodes)]
             jobs = {
                 "eval": ["eval", POLICY, "--episodes", str(eval_episodes), "--json"],
-                "collect": [
-                    "collect",
-                    "--policy",
-                    POLICY,
-                    "--episodes",
-                    str(collect_episodes),
-                    "--seed",
-                    "0",
-                    "--json",
-                ],  # fmt: skip
+                "collect": [*collect_args, "--seed", "0", "--json"],
             }
             seconds: dict[str, dict[str, list[float]]] = {j: {c: [] for c in codes} for j in jobs}
             reports: dict[str, dict] = {}

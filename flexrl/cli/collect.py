@@ -79,7 +79,7 @@ def collect(
     json: JsonOption = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
-    """Roll a policy out (PPO, BC, DT, a shipped skill or random) and store its episodes, with lineage."""
+    """Roll a policy out (PPO, BC, DT, a shipped skill or random) and store its episodes."""
     # The domain pulls in gymnasium, MuJoCo and torch: import it only when collecting.
     from flexrl.collection import RANDOM, CollectRequest, collect, plan_collection
 
