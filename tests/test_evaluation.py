@@ -330,6 +330,8 @@ def test_bad_sources_exit_2_in_one_line_and_record_nothing(cli, trained, tmp_pat
         (["humanoid", "--command", "0.5,0"], "expected VX,VY,YAW_RATE"),
         (["humanoid", "--command", "0.5,0,0", "--task", "walk_forward"], "--task walk_forward"),
         (["untrained", "--command", "0.5,0,0"], "InvertedPendulum-v5 takes no goal commands"),
+        (["random"], "'random' has no env of its own"),
+        (["untrained", "--num-envs", "0"], "--num-envs"),
     ]
     for args, message in cases:
         assert_one_line_error(cli("eval", *args, "--workspace", str(trained)), message)
