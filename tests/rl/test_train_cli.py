@@ -248,11 +248,11 @@ def test_init_from_refuses_a_policy_that_observed_another_frame():
     from flexrl.rl.checkpoint import check_init_source
     from flexrl.zoo import zoo_path
 
-    walker = zoo_path("zoo:walk_forward")  # trained on Humanoid-v5's world-frame observation
+    walker = zoo_path("zoo:walk_forward")  # trained on the heading-frame observation
     recipe = load_recipe(REPO / "recipes/humanoid_walk_forward.yaml", TrainRecipe)
     check_init_source(walker, recipe, 351, 17)
-    heading = recipe.model_copy(
-        update={"env": recipe.env.model_copy(update={"observation_frame": "heading"})}
+    world = recipe.model_copy(
+        update={"env": recipe.env.model_copy(update={"observation_frame": "world"})}
     )
-    with pytest.raises(FlexrlError, match="observed the world frame, this recipe the heading"):
-        check_init_source(walker, heading, 351, 17)
+    with pytest.raises(FlexrlError, match="observed the heading frame, this recipe the world"):
+        check_init_source(walker, world, 351, 17)
