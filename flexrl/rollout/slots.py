@@ -31,10 +31,9 @@ class EnvSlots:
         render_mode: str | None = None,
         threads: int | None = None,
     ) -> None:
-        self.humanoid = cfg.id is None
-        self.max_steps = cfg.max_episode_steps
+        self.max_steps = cfg.max_episode_steps  # TimeLimit's, counted here for bare Humanoids
         self.physics = None
-        if self.humanoid:
+        if cfg.id is None:
             from flexrl.envs import humanoid_kwargs
             from flexrl.envs.humanoid import HumanoidSkillEnv
             from flexrl.envs.vector import ThreadedPhysics
@@ -57,10 +56,6 @@ class EnvSlots:
         assert isinstance(space, gym.spaces.Box)
         return space
 
-    @property
-    def observation_shape(self) -> tuple[int, ...]:
-        return tuple(self.envs[0].observation_space.shape or ())
-
     def reset(self, slot: int, seed: int | None, task: str | None) -> tuple[np.ndarray, dict]:
         """Start slot's next episode; `task` forces a Humanoid skill for it."""
         self.elapsed[slot] = 0
@@ -69,11 +64,11 @@ class EnvSlots:
 
     def step(self, slots: Sequence[int], actions: np.ndarray) -> StepResult:
         """One step of the given slots: observations, rewards, terminated, truncated, infos."""
-        self.elapsed[slots] += 1
-        truncated = self.elapsed[slots] >= self.max_steps
         if self.physics is not None:
             from flexrl.envs.humanoid import finish_steps
 
+            self.elapsed[slots] += 1
+            truncated = self.elapsed[slots] >= self.max_steps
             envs = [self.humanoids[i] for i in slots]
             self.physics.simulate(envs, actions)
             obs, rewards, terminated, infos = finish_steps(envs)
