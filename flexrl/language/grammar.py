@@ -10,9 +10,11 @@ walk forward while turning. Speeds come as words ("slowly", "at full speed") or 
 0.4 m/s", "at half a metre per second"); word order varies ("slowly walk forward", "walk
 forward slowly").
 
-Two splits. `heldout` uses paraphrase templates and words that `train` never contains (its
-synonyms, phrasings and number formats), so a parser scored on it is scored on language it
-has not seen, as the instruction issue asks; the commands themselves are the same kinds.
+Two splits. Every `heldout` instruction uses a paraphrase template that `train` never contains,
+and each of its words (synonyms, number formats) is one training never saw with probability
+`unseen` (0.5 by default; 1.0 is the hardest split, where every word is new), so a parser
+scored on it is scored on language it has not seen, as the instruction issue asks; the
+commands themselves are the same kinds.
 """
 
 from __future__ import annotations
@@ -28,21 +30,34 @@ Command = tuple[float, float, float]
 
 # concept -> (words seen in training, words kept for the held-out split)
 WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "walk": (("walk", "go", "move", "head"), ("stroll", "proceed")),
-    "forward": (("forward", "ahead", "straight ahead"), ("onward", "to the front")),
+    "walk": (("walk", "go", "move", "head", "travel", "march", "make your way"),
+             ("stroll", "proceed")),
+    "forward": (("forward", "forwards", "ahead", "straight ahead", "straight on"),
+                ("onward", "to the front")),
     "backward": (("backwards", "backward", "in reverse"), ("rearward", "back")),
-    "left": (("left", "to the left", "to your left"), ("leftward", "toward your left side")),
-    "right": (("right", "to the right", "to your right"), ("rightward", "toward your right side")),
-    "turn": (("turn", "rotate", "spin"), ("pivot", "swivel")),
-    "sidestep": (("sidestep", "step sideways", "shuffle sideways"), ("strafe", "slide")),
+    "left": (("left", "to the left", "to your left", "on your left", "to the left hand side"),
+             ("leftward", "toward your left side")),
+    "right": (("right", "to the right", "to your right", "on your right",
+               "to the right hand side"), ("rightward", "toward your right side")),
+    "turn": (("turn", "rotate", "spin", "twist"), ("pivot", "swivel")),
+    "sidestep": (("sidestep", "step sideways", "shuffle sideways", "move sideways",
+                  "walk sideways"), ("strafe", "slide")),
     "stop": (
-        ("stop", "halt", "stand still", "stay where you are", "do not move"),
+        ("stop", "halt", "stand still", "stay where you are", "do not move", "stay put",
+         "pause", "don't move", "wait there"),
         ("freeze", "come to a rest", "hold still"),
     ),
-    "slow": (("slowly", "gently", "at a slow pace"), ("leisurely", "unhurriedly")),
-    "fast": (("quickly", "fast", "at full speed"), ("briskly", "rapidly")),
-    "while": (("while turning", "and turn"), ("curving",)),
-}
+    "slow": (("slowly", "gently", "at a slow pace", "carefully", "calmly", "at an easy pace"),
+             ("leisurely", "unhurriedly")),
+    "fast": (("quickly", "fast", "at full speed", "swiftly", "as fast as you can",
+              "at top speed"), ("briskly", "rapidly")),
+    "while": (("while turning", "and turn", "in an arc", "veering", "while steering"),
+              ("curving",)),
+}  # fmt: skip
+# Politeness and urgency around a training instruction ("{}" is the instruction); the held-out
+# templates have their own ("could you ...", "try to ...").
+WRAPPERS = ("{}", "{}", "{}", "please {}", "{} please", "can you {}", "now {}", "{} now",
+            "go ahead and {}", "I'd like you to {}")  # fmt: skip
 # intent -> (templates seen in training, templates kept for the held-out split); {speed} is a
 # speed phrase (a word or a number), {walk} etc. a word of that concept
 TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -80,6 +95,26 @@ NUMBER_WORDS = {0.1: "one tenth of a", 0.2: "two tenths of a", 0.3: "three tenth
                 0.7: "seven tenths of a", 0.8: "eight tenths of a", 0.9: "nine tenths of a",
                 1.0: "one"}  # fmt: skip
 
+# Text that is not a locomotion instruction, (seen in training, held out): the parser learns to
+# refuse the first kind and is scored on refusing the second. Some share words with commands
+# ("turn off the lights", "walk the dog") so that a word alone does not make an instruction.
+OUT_OF_DOMAIN: tuple[tuple[str, ...], tuple[str, ...]] = (
+    ("make me a sandwich", "what time is it", "tell me a joke", "open the door",
+     "turn off the lights", "walk the dog", "play some music", "what is the weather like",
+     "how are you", "write a poem", "call my mother", "book a flight to paris",
+     "the cat sat on the mat", "buy some milk", "clean the kitchen", "turn on the tv",
+     "stop the music", "move the chair to the corner", "read me the news", "set an alarm",
+     "who won the game yesterday", "translate this into french", "cook dinner",
+     "send an email to my boss", "what is two plus two", "sing a song", "water the plants",
+     "lock the car", "go to sleep", "take a picture", "order a pizza", "hello there",
+     "thank you very much", "i like trains", "the quick brown fox", "asdf jkl qwer",
+     "lorem ipsum dolor sit amet", "where is the station", "fold the laundry", "pay the bill"),
+    ("bake a cake", "what is the capital of france", "feed the fish", "wash the dishes",
+     "turn the page", "print the report", "the stock market fell today", "close the window",
+     "recommend a movie", "charge my phone", "good morning", "zxcv bnm poiu",
+     "stop the video", "move my meeting to friday", "who are you", "paint the fence"),
+)  # fmt: skip
+
 # Commands each intent means: the skills' ranges, and what "slowly" / "quickly" / no speed is.
 SPEEDS = {"forward": {"slow": 0.3, None: 0.6, "fast": 1.0}, "backward": {"slow": 0.15, None: 0.3},
           "side": {"slow": 0.15, None: 0.3}, "turn": {"slow": 0.25, None: 0.5},
@@ -94,60 +129,76 @@ class Instruction:
     command: Command
     intent: str
     split: Split
+    side: str | None = None  # "left" / "right" for side, turn and arc; None otherwise
+    speed: str | None = None  # the speed asked: "slow", "fast", "number", or None (the default)
+
+
+def command_for(intent: str, side: str | None, value: float) -> Command:
+    """The command an intent means at a speed `value` (m/s, or rad/s for turns)."""
+    sign = 1.0 if side == "left" else -1.0
+    if intent == "forward":
+        return (value, 0.0, 0.0)
+    if intent == "backward":
+        return (-value, 0.0, 0.0)
+    if intent == "side":
+        return (0.0, sign * value, 0.0)
+    if intent == "turn":
+        return (0.0, 0.0, sign * value)
+    if intent == "arc":
+        return (value, 0.0, sign * ARC_YAW_RATE)
+    return (0.0, 0.0, 0.0)  # stop
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _words(concept: str, split: Split) -> tuple[str, ...]:
+def _words(concept: str, split: Split, rng: np.random.Generator, unseen: float) -> str:
+    """A word of the concept: from the training words, or for the held-out split a held-out
+    word with probability `unseen` (else a training one)."""
     train, heldout = WORDS[concept]
-    return train if split == "train" else heldout
+    return _pick(rng, heldout if split == "heldout" and rng.random() < unseen else train)
 
 
-def _speed(intent: str, split: Split, rng: np.random.Generator) -> tuple[str, float]:
-    """A speed phrase for the intent (a word, or a number where the intent takes one) and its
-    value."""
+def _speed(
+    intent: str, split: Split, rng: np.random.Generator, unseen: float
+) -> tuple[str, str, float]:
+    """A speed phrase for the intent (a word, or a number where the intent takes one), its kind
+    ("slow", "fast" or "number") and its value."""
     options = [k for k in SPEEDS[intent] if k is not None]
     numbers = intent in MAX_NUMBER
     if numbers and rng.random() < 0.4:
         top = round(MAX_NUMBER[intent] * 10)
         value = round(int(rng.integers(1, top + 1)) / 10, 1)
-        formats = NUMBER_FORMATS[0] if split == "train" else NUMBER_FORMATS[1]
+        formats = NUMBER_FORMATS[1 if split == "heldout" and rng.random() < unseen else 0]
         text = _pick(rng, formats).format(v=f"{value:g}", w=NUMBER_WORDS[value])
-        return text, value
+        return text, "number", value
     kind = options[int(rng.integers(len(options)))]
-    return _pick(rng, _words(kind, split)), SPEEDS[intent][kind]
+    return _words(kind, split, rng, unseen), kind, SPEEDS[intent][kind]
 
 
-def sample(rng: np.random.Generator, split: Split = "train") -> Instruction:
-    """One instruction of a random intent, with its command."""
+def sample(rng: np.random.Generator, split: Split = "train", unseen: float = 0.5) -> Instruction:
+    """One instruction of a random intent, with its command. A held-out instruction has a
+    held-out template and each of its words is a held-out one with probability `unseen`."""
     intent = _pick(rng, tuple(TEMPLATES))
     template = _pick(rng, TEMPLATES[intent][0 if split == "train" else 1])
     side = _pick(rng, ("left", "right"))
-    sign = 1.0 if side == "left" else -1.0
-    fill = {c: _pick(rng, _words(c, split)) for c in WORDS if "{" + c + "}" in template}
-    fill["side"] = _pick(rng, _words(side, split))
-    value = SPEEDS[intent][None] if intent in SPEEDS else 0.0
+    fill = {c: _words(c, split, rng, unseen) for c in WORDS if "{" + c + "}" in template}
+    fill["side"] = _words(side, split, rng, unseen)
+    value, speed = (SPEEDS[intent][None] if intent in SPEEDS else 0.0), None
     if "{speed}" in template:
-        fill["speed"], value = _speed(intent, split, rng)
-    command: Command = (0.0, 0.0, 0.0)
-    if intent == "forward":
-        command = (value, 0.0, 0.0)
-    elif intent == "backward":
-        command = (-value, 0.0, 0.0)
-    elif intent == "side":
-        command = (0.0, sign * value, 0.0)
-    elif intent == "turn":
-        command = (0.0, 0.0, sign * value)
-    elif intent == "arc":
-        command = (value, 0.0, sign * ARC_YAW_RATE)
-    text = " ".join(template.format(**fill).split())
-    return Instruction(text, command, intent, split)
+        fill["speed"], speed, value = _speed(intent, split, rng, unseen)
+    text = template.format(**fill)
+    if split == "train":
+        text = _pick(rng, WRAPPERS).format(text)
+    text = " ".join(text.split())
+    sided = side if intent in ("side", "turn", "arc") else None
+    return Instruction(text, command_for(intent, sided, value), intent, split, sided, speed)
 
 
-def generate(split: Split, n: int, seed: int = 0) -> Iterator[Instruction]:
-    """`n` instructions of the split, reproducibly from `seed`."""
+def generate(split: Split, n: int, seed: int = 0, unseen: float = 0.5) -> Iterator[Instruction]:
+    """`n` instructions of the split, reproducibly from `seed`; `unseen` as in `sample` (1.0:
+    every word of a held-out instruction is one training never saw)."""
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     for _ in range(n):
-        yield sample(rng, split)
+        yield sample(rng, split, unseen)
