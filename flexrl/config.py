@@ -78,6 +78,9 @@ class CommandConfig(StrictModel):
     # `goal`: the share of commands that are [0, 0, 0], standing still (a uniform draw
     # almost never is).
     still_prob: float = Field(0.0, ge=0, le=1)
+    # `goal`: commands given in turn instead of drawn, each for `resample_steps` steps, the last
+    # to the episode's end (`flexrl eval --command`, `--instruction`)
+    schedule: tuple[tuple[float, float, float], ...] = ()
 
     _ranges_ordered = field_validator("vx_range", "vy_range", "yaw_rate_range")(_check_range)
 

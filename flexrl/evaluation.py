@@ -34,6 +34,7 @@ from flexrl.fileio import atomic_write_json
 from flexrl.rollout.metrics import EpisodeResult, TaskMetrics
 from flexrl.rollout.sources import PolicySource
 from flexrl.rollout.video import VIDEO_STEPS, VideoResult
+from flexrl.store import Episode
 from flexrl.workspace import Artifact, ArtifactKind, Workspace
 
 DEFAULT_NUM_ENVS = 32  # envs stepped together (at most one per episode)
@@ -87,6 +88,10 @@ class EvalSettings:
     seed: int = 0
     command: list[float] | None = None  # the goal task held at this [vx, vy, yaw_rate]
     num_envs: int = DEFAULT_NUM_ENVS
+    # `--instruction`: given in turn over each episode, `instruction_steps` steps each (the
+    # goal task's command schedule holds what they mean); each episode gets feedback per one
+    instructions: list[str] | None = None
+    instruction_steps: int | None = None
 
 
 @dataclass
@@ -111,6 +116,10 @@ class EvalReport:
             for t in self.tasks:
                 out[f"eval_return/{t.task}"] = t.return_mean
                 out[f"eval_fall_rate/{t.task}"] = t.fall_rate
+        judged = [f for e in self.episodes for f in e.feedback or []]
+        if judged:
+            out["instruction_success"] = float(np.mean([f["success"] for f in judged]))
+            out["instruction_similarity"] = float(np.mean([f["similarity"] for f in judged]))
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -173,6 +182,10 @@ def evaluate(
                 index = rolled.episode.index
                 results[index] = rolled.result
                 rolled.result.task = specs[index].task or ""
+                if settings.instructions:
+                    rolled.result.feedback = instruction_feedback(
+                        rolled.episode, settings, slots.envs[0].unwrapped.dt
+                    )
                 bar.advance(rolled.result.length, rolled.result.episode_return)
                 if index == 0 and recorder is not None:
                     shown = float(np.sum(rolled.episode.rewards[: recorder.frames - 1]))
@@ -185,6 +198,26 @@ def evaluate(
     ]
     clip = recorder.result(shown) if recorder is not None and shown is not None else None
     return EvalReport(settings, metrics, done), clip
+
+
+def instruction_feedback(episode: Episode, settings: EvalSettings, dt: float) -> list[dict]:
+    """Feedback on each instruction's stretch of the episode (those it never reached: none)."""
+    from flexrl.language.feedback import judge, motion_of
+
+    instructions, steps = settings.instructions or [], settings.instruction_steps
+    lin_vel, yaw_rate, goals = episode.infos["lin_vel"], episode.infos["yaw_rate"], episode.goals
+    assert goals is not None and steps is not None
+    out = []
+    for k, text in enumerate(instructions):
+        start = k * steps
+        end = episode.length if k == len(instructions) - 1 else min((k + 1) * steps, episode.length)
+        if start >= end:
+            break
+        fell = bool(episode.terminations[-1]) and end == episode.length
+        s = slice(start, end)
+        motion = motion_of(lin_vel[s], yaw_rate[s], goals[s], fell, dt)
+        out.append(judge(text, motion).as_json())
+    return out
 
 
 # -- the recorded evaluation ---------------------------------------------------------------------

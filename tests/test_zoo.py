@@ -34,7 +34,7 @@ def rollout(
     source = load_policy_source(Workspace(Path("unused")), zoo.PREFIX + name)  # no run: a file
     env_cfg = source.env.model_copy(update={"task": task, "task_weights": {}})
     if command is not None:
-        env_cfg = at_command(source.env, command, None)
+        env_cfg = at_command(source.env, [command], None)
     slots = EnvSlots(env_cfg, 1)
     try:
         actor = source.make_actor(slots.action_space, 0.0, False)

@@ -42,6 +42,33 @@ def eval_command(
         ),
     ] = None,
     command: CommandOption = None,
+    instruction: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Humanoid goal task told this, in words (`flexrl instruct` shows what it "
+            'means); repeat it for a sequence over each episode, e.g. --instruction "walk '
+            'forward" --instruction "turn left slowly" --instruction stop. Each episode '
+            "gets feedback per instruction: what the body did, and how well it matched.",
+            show_default=False,
+        ),
+    ] = None,
+    instructions: Annotated[
+        Path | None,
+        typer.Option(
+            help="A text file of instructions, one per line, given in turn (as repeated "
+            "--instruction).",
+            show_default=False,
+        ),
+    ] = None,
+    instruction_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Steps each instruction holds (default: the episode's length over their "
+            "number); the last holds to the end.",
+            show_default=False,
+        ),
+    ] = None,
     deterministic: Annotated[
         bool,
         typer.Option("--deterministic/--stochastic", help="Act with the policy's mean, or sample."),
@@ -81,14 +108,23 @@ def eval_command(
         rollout_video.use_offscreen_gl()
         rollout_video.check_gl()
     fixed = parse_command(command)
+    texts = read_instructions(instruction, instructions)
+    if texts and fixed is not None:
+        raise FlexrlError("--command and --instruction exclude each other: give one")
     ws = Workspace(workspace)
     policy = load_policy_source(ws, source, target_return)
     if policy.env is None:
         raise FlexrlError("flexrl eval takes a trained policy; 'random' has no env of its own")
-    if fixed is not None:
+    commands = [fixed] if fixed is not None else []
+    if texts:
+        from flexrl.language.parser import parse_many
+
+        commands = [p.command for p in parse_many(texts)]
+    if commands:
         from flexrl.envs.tasks import at_command
 
-        policy.env, task = at_command(policy.env, fixed, task), "goal"
+        policy.env = at_command(policy.env, commands, task, instruction_steps)
+        task = "goal"
     settings = evaluation.EvalSettings(
         episodes=episodes,
         tasks=evaluation.select_tasks(policy.env, task),
@@ -96,12 +132,28 @@ def eval_command(
         seed=seed,
         command=list(fixed) if fixed is not None else None,
         num_envs=num_envs,
+        instructions=texts or None,
+        instruction_steps=policy.env.command.resample_steps if texts else None,
     )
     outcome = evaluation.evaluate_and_record(ws, policy, settings, video, video_steps)
     if json:
         print_json(outcome.to_json())
         return
     _print_table(outcome)
+
+
+def read_instructions(given: list[str] | None, path: Path | None) -> list[str]:
+    """--instruction texts, then a file's lines (blank lines and # comments skipped)."""
+    texts = list(given or [])
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise FlexrlError(f"--instructions {path}: cannot read it ({e})") from None
+        texts += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        if not texts:
+            raise FlexrlError(f"--instructions {path}: no instructions in it")
+    return texts
 
 
 def _print_table(outcome: evaluation.EvalOutcome) -> None:
@@ -144,6 +196,8 @@ def _print_table(outcome: evaluation.EvalOutcome) -> None:
             ]
         table.add_row(*row)
     console.print(table)
+    if report.settings.instructions:
+        _print_feedback(report)
     if outcome.video is not None:
         v = outcome.video
         console.print(
@@ -151,6 +205,26 @@ def _print_table(outcome: evaluation.EvalOutcome) -> None:
             f"(rendered at {v.render_fps:.1f} frames/s)"
         )
     console.print(f"[green]recorded[/green] {outcome.run_id}")
+
+
+def _print_feedback(report: evaluation.EvalReport) -> None:
+    """Per instruction: how often it was followed, and what the first episode did."""
+    table = Table(title="instructions: what the body did", header_style="bold")
+    for column in ("instruction", "followed", "similarity", "first episode"):
+        table.add_column(
+            column, justify="right" if column in ("followed", "similarity") else "left"
+        )
+    for k, text in enumerate(report.settings.instructions or []):
+        judged = [e.feedback[k] for e in report.episodes if e.feedback and len(e.feedback) > k]
+        if not judged:
+            table.add_row(text, "-", "-", "(never reached: every episode ended before it)")
+            continue
+        followed = sum(f["success"] for f in judged)
+        similarity = sum(f["similarity"] for f in judged) / len(judged)
+        table.add_row(
+            text, f"{followed}/{len(judged)}", f"{similarity:.2f}", judged[0]["description"]
+        )
+    console.print(table)
 
 
 def _maybe(value: float | None) -> str:

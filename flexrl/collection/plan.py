@@ -89,7 +89,7 @@ def collection_env(
         base = base if base is not None else EnvConfig(task=DEFAULT_TASK)
         from flexrl.envs.tasks import at_command
 
-        return EnvConfig.model_validate(at_command(base, command, task).model_dump())
+        return EnvConfig.model_validate(at_command(base, [command], task).model_dump())
     if task is not None and task not in TASKS:
         raise FlexrlError(f"--task: unknown task {task!r}; expected one of {', '.join(TASKS)}")
     env = base.model_copy(deep=True) if base is not None else EnvConfig(task=DEFAULT_TASK)

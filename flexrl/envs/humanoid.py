@@ -124,7 +124,8 @@ class HumanoidSkillEnv(HumanoidEnv):
         self.last_ctrl = self.data.ctrl.copy()
         info = self._task_info()
         if self.task == "goal" and self.episode_steps % self.command_cfg.resample_steps == 0:
-            self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
+            span = self.episode_steps // self.command_cfg.resample_steps
+            self.goal = sample_goal(self.task, self.command_cfg, self.np_random, span)
         return info
 
     def render(self) -> Any:

@@ -7,7 +7,7 @@ policy can learn them all and a multi-task policy is told explicitly what to do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -21,14 +21,20 @@ def task_id(task: Task) -> int:
     return TASKS.index(task)
 
 
-def sample_goal(task: Task, cfg: CommandConfig, rng: np.random.Generator) -> np.ndarray:
-    """The goal for `task`: constant for the fixed skills, uniform in the ranges for `goal`."""
+def sample_goal(
+    task: Task, cfg: CommandConfig, rng: np.random.Generator, span: int = 0
+) -> np.ndarray:
+    """The goal for `task`: constant for the fixed skills; for `goal` the schedule's command
+    for the episode's `span`-th stretch of `resample_steps` steps, or a uniform draw in the
+    ranges."""
     if task == "walk_forward":
         return np.array([cfg.walk_speed, 0.0, 0.0])
     if task == "turn_left":
         return np.array([cfg.turn_speed, 0.0, cfg.turn_rate])
     if task == "turn_right":
         return np.array([cfg.turn_speed, 0.0, -cfg.turn_rate])
+    if task == "goal" and cfg.schedule:
+        return np.array(cfg.schedule[min(span, len(cfg.schedule) - 1)], dtype=np.float64)
     if task == "goal":
         low, high = np.array([cfg.vx_range, cfg.vy_range, cfg.yaw_rate_range]).T
         goal = rng.uniform(low, high)
@@ -38,22 +44,28 @@ def sample_goal(task: Task, cfg: CommandConfig, rng: np.random.Generator) -> np.
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 
-def at_command(env: EnvConfig, command: tuple[float, float, float], task: str | None) -> EnvConfig:
-    """`env` in the `goal` task held at one command [vx, vy, yaw_rate] for whole episodes (its
-    ranges collapsed onto it, no standing-still draws): to evaluate or collect at a chosen
-    command, e.g. one inside a dataset's range but not in it."""
+def at_command(
+    env: EnvConfig,
+    commands: Sequence[tuple[float, float, float]],
+    task: str | None,
+    steps_each: int | None = None,
+) -> EnvConfig:
+    """`env` in the `goal` task given these commands [vx, vy, yaw_rate] in turn, each for
+    `steps_each` steps and the last to the episode's end (one command: whole episodes at it):
+    to evaluate or collect at chosen commands, e.g. one inside a dataset's range but not in it,
+    or an instruction sequence."""
     if env.id is not None:
         raise FlexrlError(f"--command: {env.id} takes no goal commands (Humanoid tasks do)")
     if task not in (None, "goal"):
         raise FlexrlError(f"--command sets the goal task's command; it excludes --task {task}")
-    vx, vy, yaw_rate = command
-    fixed = CommandConfig(
-        **{
-            **env.command.model_dump(),
-            "vx_range": (vx, vx),
-            "vy_range": (vy, vy),
-            "yaw_rate_range": (yaw_rate, yaw_rate),
+    schedule = tuple(tuple(float(x) for x in c) for c in commands)
+    if len(schedule) > 1 and steps_each is None:
+        steps_each = max(1, env.max_episode_steps // len(schedule))
+    fixed = env.command.model_copy(
+        update={
+            "schedule": schedule,
             "still_prob": 0.0,
+            "resample_steps": steps_each or env.command.resample_steps,
         }
     )
     return env.model_copy(update={"task": "goal", "task_weights": {}, "command": fixed})

@@ -35,6 +35,9 @@ class EpisodeResult:
     # radians the torso's heading turned in the commanded direction, from its orientations
     # (a cross-check of the yaw rates); None where no turn was ever commanded
     turned: float | None = None
+    # `flexrl eval --instruction`: per instruction, what the body did and how well it matched
+    # (flexrl/language/feedback.py, as JSON)
+    feedback: list[dict[str, Any]] | None = None
 
 
 def episode_result(episode: Episode, start: Mapping[str, Any]) -> EpisodeResult:
