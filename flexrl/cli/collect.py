@@ -11,11 +11,14 @@ import typer
 from flexrl.cli.common import (
     DEFAULT_WORKSPACE,
     CommandOption,
+    InstructionOption,
+    InstructionsOption,
     JsonOption,
     WorkspaceOption,
     console,
     parse_command,
     print_json,
+    read_instructions,
 )
 from flexrl.cli.data import policy_label
 from flexrl.store import open_dataset
@@ -45,6 +48,8 @@ def collect(
         typer.Option("--env-id", help="Collect in this gymnasium env (e.g. InvertedPendulum-v5)."),
     ] = None,
     command: CommandOption = None,
+    instruction: InstructionOption = None,
+    instructions: InstructionsOption = None,
     workers: Annotated[
         int, typer.Option(help="Processes collecting in parallel (each commits a version).")
     ] = 1,
@@ -79,10 +84,21 @@ def collect(
     json: JsonOption = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
-    """Roll a policy out (PPO, BC, DT, a shipped skill or random) and store its episodes."""
+    """Roll a policy out (PPO, BC, DT, a shipped skill or random) and store its episodes.
+
+    With --instruction/--instructions, episode k is told instruction k mod N: the goal task is
+    held at the command it means, and the episode stores the text (for language-conditioned
+    learning; docs/LANGUAGE.md).
+    """
     # The domain pulls in gymnasium, MuJoCo and torch: import it only when collecting.
     from flexrl.collection import RANDOM, CollectRequest, collect, plan_collection
 
+    told = None
+    texts = read_instructions(instruction, instructions)
+    if texts:  # before the policy or the dataset is touched: refused text changes nothing
+        from flexrl.language.parser import parse_many
+
+        told = [(p.text, p.command) for p in parse_many(texts)]
     ws = Workspace(workspace)
     request = CollectRequest(
         policy=policy,
@@ -91,6 +107,7 @@ def collect(
         task=task,
         env_id=env_id,
         command=parse_command(command),
+        instructions=told,
         workers=workers,
         seed=seed,
         noise=noise,

@@ -58,6 +58,23 @@ CommandOption = Annotated[
     ),
 ]
 
+InstructionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Humanoid goal task told this, in words (`flexrl instruct` shows what it means; "
+        "docs/LANGUAGE.md); repeatable.",
+        show_default=False,
+    ),
+]
+InstructionsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A text file of instructions, one per line (blank lines and # comments skipped), "
+        "as repeated --instruction.",
+        show_default=False,
+    ),
+]
+
 DEFAULT_WORKSPACE = Path("workspace")
 
 
@@ -113,3 +130,17 @@ def plain_help_labels() -> None:
 
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
     TyperArgument._usage_display_name = usage_name  # type: ignore[method-assign]
+
+
+def read_instructions(given: list[str] | None, path: Path | None) -> list[str]:
+    """--instruction texts, then a file's lines (blank lines and # comments skipped)."""
+    texts = list(given or [])
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise FlexrlError(f"--instructions {path}: cannot read it ({e})") from None
+        texts += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        if not texts:
+            raise FlexrlError(f"--instructions {path}: no instructions in it")
+    return texts

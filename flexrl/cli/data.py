@@ -1,4 +1,5 @@
-"""`flexrl data ls | info | log | tag | verify | gc | export | import | report`: the store."""
+"""`flexrl data ls | info | log | tag | verify | gc | export | import | relabel | report`: the
+store."""
 
 from __future__ import annotations
 
@@ -477,6 +478,34 @@ def import_(
     console.print(
         f"imported {manifest.episodes} episodes, {manifest.steps} steps "
         f"as {name}@v{manifest.version}"
+    )
+
+
+@app.command("relabel")
+def relabel(
+    ref: RefArgument,
+    name: Annotated[str, typer.Option("--name", help="The dataset to write (a new version).")],
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
+    """Copy a version into dataset NAME with each episode's instruction said from its goal
+    commands (hindsight: "walk forward at 0.62 m/s, then stop"), for language-conditioned
+    learning on data collected without instructions."""
+    check_name(name)
+    from flexrl.language.relabel import check_relabel
+    from flexrl.language.relabel import relabel as relabel_dataset
+
+    source = catalog.resolve(ref, workspace)  # bad input fails before any run is recorded
+    dataset = open_dataset(source.ref, workspace)
+    check_relabel(dataset, name)
+    with Workspace(workspace).start_run("relabel", f"relabel-{name}") as run:
+        run.add_input(dataset_artifact(source, role="source"))
+        lineage = Lineage(producer_run=run.id, code_version=code_version()[0].git_commit)
+        with console.status(f"relabelling {source.ref} into {name}"):
+            manifest = relabel_dataset(dataset, name, workspace, lineage)
+        run.add_output(dataset_artifact(catalog.resolve(f"{name}@v{manifest.version}", workspace)))
+    console.print(
+        f"{source.ref} -> {name}@v{manifest.version}: {manifest.episodes} episodes, each told "
+        "what its commands asked"
     )
 
 

@@ -12,11 +12,14 @@ from flexrl import evaluation
 from flexrl.cli.common import (
     DEFAULT_WORKSPACE,
     CommandOption,
+    InstructionOption,
+    InstructionsOption,
     JsonOption,
     WorkspaceOption,
     console,
     parse_command,
     print_json,
+    read_instructions,
 )
 from flexrl.config import SEED_MAX
 from flexrl.errors import FlexrlError
@@ -42,24 +45,8 @@ def eval_command(
         ),
     ] = None,
     command: CommandOption = None,
-    instruction: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Humanoid goal task told this, in words (`flexrl instruct` shows what it "
-            'means); repeat it for a sequence over each episode, e.g. --instruction "walk '
-            'forward" --instruction "turn left slowly" --instruction stop. Each episode '
-            "gets feedback per instruction: what the body did, and how well it matched.",
-            show_default=False,
-        ),
-    ] = None,
-    instructions: Annotated[
-        Path | None,
-        typer.Option(
-            help="A text file of instructions, one per line, given in turn (as repeated "
-            "--instruction).",
-            show_default=False,
-        ),
-    ] = None,
+    instruction: InstructionOption = None,
+    instructions: InstructionsOption = None,
     instruction_steps: Annotated[
         int | None,
         typer.Option(
@@ -98,7 +85,12 @@ def eval_command(
     json: JsonOption = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
-    """Evaluate a policy per task: return, length, fall rate, tracking errors; recorded as a run."""
+    """Evaluate a policy per task: return, length, fall rate, tracking errors; recorded as a run.
+
+    With --instruction (repeated: given in turn over each episode, --instruction-steps each)
+    the goal task follows what the words mean, and each episode gets feedback per instruction:
+    what the body did, its similarity to the instruction, and whether it was followed.
+    """
     if video is not None:
         if video.suffix.lower() != ".mp4":
             raise FlexrlError(f"--video {video}: expected a path ending in .mp4")
@@ -140,20 +132,6 @@ def eval_command(
         print_json(outcome.to_json())
         return
     _print_table(outcome)
-
-
-def read_instructions(given: list[str] | None, path: Path | None) -> list[str]:
-    """--instruction texts, then a file's lines (blank lines and # comments skipped)."""
-    texts = list(given or [])
-    if path is not None:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise FlexrlError(f"--instructions {path}: cannot read it ({e})") from None
-        texts += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-        if not texts:
-            raise FlexrlError(f"--instructions {path}: no instructions in it")
-    return texts
 
 
 def _print_table(outcome: evaluation.EvalOutcome) -> None:

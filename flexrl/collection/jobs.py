@@ -36,7 +36,15 @@ def run_episodes(job: Job) -> Iterator[Episode]:
 
     settings = job.settings
     source = load_source(job)
-    specs = [EpisodeSpec(k, settings.seed + k) for k in job.episode_ids]
+    told = settings.instructions
+    specs = [
+        EpisodeSpec(k, settings.seed + k)
+        if not told
+        else EpisodeSpec(
+            k, settings.seed + k, "goal", told[k % len(told)][1], told[k % len(told)][0]
+        )
+        for k in job.episode_ids
+    ]
     slots = EnvSlots(settings.env, min(settings.num_envs, len(specs)))
     try:
         actor = source.make_actor(slots.action_space, settings.noise, settings.stochastic)

@@ -40,6 +40,8 @@ class CollectSettings(BaseModel):
     workers: int = Field(1, ge=1)
     num_envs: int = Field(8, ge=1)
     allow_nonfinite: bool = False  # store NaN/inf steps instead of refusing them
+    # --instructions: (text, the command it means); episode k is told instructions[k % n]
+    instructions: list[tuple[str, tuple[float, float, float]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class CollectRequest:
     task: str | None = None
     env_id: str | None = None
     command: tuple[float, float, float] | None = None  # the goal task held at this command
+    # (text, command) pairs: each episode is told one, in turn (flexrl/language/parser.py)
+    instructions: list[tuple[str, tuple[float, float, float]]] | None = None
     workers: int = 1
     seed: int | None = None  # None: draw a fresh one (see the module docstring)
     noise: float = 0.0
@@ -129,7 +133,12 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         inputs.append(source.artifact)
     if source.run is not None:
         inputs.append(Artifact(kind=ArtifactKind.RUN, ref=source.run.id, role="source"))
-    env_cfg = collection_env(source.env, request.task, request.env_id, request.command)
+    command = request.command
+    if request.instructions:
+        if command is not None:
+            raise FlexrlError("--command and --instructions exclude each other: give one")
+        command = request.instructions[0][1]  # the goal task; each episode gets its own
+    env_cfg = collection_env(source.env, request.task, request.env_id, command)
 
     from flexrl.rollout.slots import probe_env
 
@@ -160,6 +169,7 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         workers=min(request.workers, request.episodes),
         num_envs=request.num_envs,
         allow_nonfinite=request.allow_nonfinite,
+        instructions=request.instructions,
     )
     return CollectPlan(
         settings=settings,

@@ -78,6 +78,8 @@ class HumanoidSkillEnv(HumanoidEnv):
         self.episode_steps = 0
         self.last_ctrl = np.zeros(17)  # Humanoid's 17 actuators; the action-rate cost reads it
         self._next_task: Task | None = None
+        self._next_command: np.ndarray | None = None
+        self._held = False  # this episode's goal is a command given at reset: never resampled
         super().__init__(healthy_z_range=healthy_z_range, **kwargs)
         utils.EzPickle.__init__(
             self, task, task_weights, command, reward, healthy_z_range, observation_frame, **kwargs
@@ -91,11 +93,17 @@ class HumanoidSkillEnv(HumanoidEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """`options={"task": T}` runs this episode as task T (e.g. to evaluate one skill)."""
+        """`options={"task": T}` runs this episode as task T (e.g. to evaluate one skill);
+        `options={"task": "goal", "command": [vx, vy, yaw_rate]}` holds it at that command (an
+        instruction collected with `flexrl collect --instructions`)."""
         task = (options or {}).get("task")
         if task is not None and task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        command = (options or {}).get("command")
+        if command is not None and (task != "goal" or np.shape(command) != (GOAL_DIM,)):
+            raise ValueError(f"a command needs the goal task and {GOAL_DIM} values: {command!r}")
         self._next_task = task
+        self._next_command = None if command is None else np.array(command, dtype=np.float64)
         return super().reset(seed=seed, options=options)
 
     def reset_model(self) -> np.ndarray:
@@ -105,7 +113,11 @@ class HumanoidSkillEnv(HumanoidEnv):
             self.task = sample_task(self.task_probs, self.np_random)
         else:
             self.task = self.default_task
-        self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
+        self._held = self._next_command is not None
+        if self._next_command is not None:
+            self.goal = self._next_command.copy()
+        else:
+            self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
         self.episode_steps = 0
         self.last_ctrl = np.zeros(self.model.nu)
         return super().reset_model()  # its noise, then our _get_obs with the new goal
@@ -123,7 +135,8 @@ class HumanoidSkillEnv(HumanoidEnv):
         self.episode_steps += 1
         self.last_ctrl = self.data.ctrl.copy()
         info = self._task_info()
-        if self.task == "goal" and self.episode_steps % self.command_cfg.resample_steps == 0:
+        due = self.episode_steps % self.command_cfg.resample_steps == 0
+        if self.task == "goal" and due and not self._held:
             span = self.episode_steps // self.command_cfg.resample_steps
             self.goal = sample_goal(self.task, self.command_cfg, self.np_random, span)
         return info

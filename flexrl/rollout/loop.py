@@ -33,11 +33,14 @@ from flexrl.store.recording import EpisodeBuffer
 
 @dataclass(frozen=True)
 class EpisodeSpec:
-    """One episode to roll out: its position in the rollout, reset seed and forced task."""
+    """One episode to roll out: its position in the rollout, reset seed and forced task; or
+    the goal command it is held at and the instruction that meant it (recorded with it)."""
 
     index: int
     seed: int | None
     task: str | None = None
+    command: tuple[float, float, float] | None = None
+    instruction: str | None = None
 
 
 @dataclass
@@ -54,7 +57,7 @@ class _Running:
     ):
         task_id = info.get("task_id")  # the Humanoid skill the episode runs; none elsewhere
         task = TASKS[int(task_id)] if task_id is not None else None
-        self.buffer = EpisodeBuffer(spec.index, spec.seed, obs, task, policy)
+        self.buffer = EpisodeBuffer(spec.index, spec.seed, obs, task, policy, spec.instruction)
         seed = spec.seed if spec.seed is not None else spec.index
         self.rng = np.random.default_rng([seed, 1])
         self.start = info
@@ -84,7 +87,7 @@ def rollout(
         running[i] = None
         if todo:
             spec = todo.popleft()
-            obs, info = slots.reset(i, spec.seed, spec.task)
+            obs, info = slots.reset(i, spec.seed, spec.task, spec.command)
             actor.reset(i)
             running[i] = _Running(spec, obs, info, policy)
 

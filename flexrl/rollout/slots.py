@@ -56,10 +56,19 @@ class EnvSlots:
         assert isinstance(space, gym.spaces.Box)
         return space
 
-    def reset(self, slot: int, seed: int | None, task: str | None) -> tuple[np.ndarray, dict]:
-        """Start slot's next episode; `task` forces a Humanoid skill for it."""
+    def reset(
+        self,
+        slot: int,
+        seed: int | None,
+        task: str | None,
+        command: tuple[float, float, float] | None = None,
+    ) -> tuple[np.ndarray, dict]:
+        """Start slot's next episode; `task` forces a Humanoid skill for it, `command` holds
+        the goal task at that command."""
         self.elapsed[slot] = 0
-        options = {"task": task} if task in TASKS else None
+        options: dict | None = {"task": task} if task in TASKS else None
+        if command is not None:
+            options = {"task": "goal", "command": command}
         return self.envs[slot].reset(seed=seed, options=options)
 
     def step(self, slots: Sequence[int], actions: np.ndarray) -> StepResult:

@@ -29,6 +29,7 @@ class Episode:
     seed: int | None = None
     task: str | None = None
     policy: str | None = None
+    instruction: str | None = None  # what the agent was told, in words (issue 14)
     index: int = -1  # position in the dataset version it was read from, or in its rollout
 
     @property
@@ -80,6 +81,7 @@ def make_episode(
     seed: int | None = None,
     task: str | None = None,
     policy: str | None = None,
+    instruction: str | None = None,
 ) -> Episode:
     """Check one episode's arrays against each other and build an Episode.
 
@@ -133,6 +135,8 @@ def make_episode(
         info_arrays[key] = values
     if seed is not None and (not isinstance(seed, int | np.integer) or seed < 0):
         raise FlexrlError(f"seed must be a non-negative integer, got {seed!r}")
+    if instruction is not None and not isinstance(instruction, str):
+        raise FlexrlError(f"instruction must be text, got {type(instruction).__name__}")
     return Episode(
         observations=obs,
         final_observation=final,
@@ -145,6 +149,7 @@ def make_episode(
         seed=None if seed is None else int(seed),
         task=task,
         policy=policy,
+        instruction=instruction,
     )
 
 

@@ -4,8 +4,8 @@ Export writes a dataset `minari.load_dataset` loads: observations in Minari's T+
 (the episode's final observation last), actions, rewards, terminations, truncations, seeds.
 flexrl's extra per-step data travels as Minari infos with T+1 rows (row 0, the reset info
 Minari records, is zeros): `infos[key]` for each info key and `infos["flexrl_goals"]` for
-goals; task and policy go in each episode's `options`. Import reverses this, so flexrl ->
-Minari -> flexrl gives byte-identical arrays. minari (and gymnasium) are imported lazily.
+goals; task, policy and instruction go in each episode's `options`. Import reverses this, so
+flexrl -> Minari -> flexrl gives byte-identical arrays. minari (and gymnasium) are imported lazily.
 
 Given the env the data came from (`flexrl.collection.dataset_env`), export records its spec and
 its true spaces, so `recover_environment()` rebuilds it (flexrl's Humanoid tasks as their
@@ -37,6 +37,7 @@ from flexrl.store.writer import ShardWriter
 GOALS_INFO = "flexrl_goals"
 TASK_OPTION = "flexrl_task"
 POLICY_OPTION = "flexrl_policy"
+INSTRUCTION_OPTION = "flexrl_instruction"
 FORMATS = ("hdf5", "arrow")
 BATCH_EPISODES = 256
 SCHEMA_KEY = "flexrl_schema"  # in Minari's metadata.json: exact shapes for the way back
@@ -129,7 +130,12 @@ def _buffer(episode: Episode, index: int):
     infos = {k: _pad_reset_row(v) for k, v in episode.infos.items()}
     if episode.goals is not None:
         infos[GOALS_INFO] = _pad_reset_row(episode.goals)
-    options = {k: v for k, v in ((TASK_OPTION, episode.task), (POLICY_OPTION, episode.policy)) if v}
+    named = (
+        (TASK_OPTION, episode.task),
+        (POLICY_OPTION, episode.policy),
+        (INSTRUCTION_OPTION, episode.instruction),
+    )
+    options = {k: v for k, v in named if v is not None}
     return EpisodeBuffer(
         id=index,
         seed=episode.seed,
@@ -341,4 +347,5 @@ def _episode(
         seed=None if seed is None else int(seed),
         task=options.get(TASK_OPTION),
         policy=options.get(POLICY_OPTION),
+        instruction=options.get(INSTRUCTION_OPTION),
     )

@@ -158,6 +158,7 @@ class _Index:
     seeds: np.ndarray
     tasks: np.ndarray  # object array of str | None
     policies: np.ndarray
+    instructions: np.ndarray  # object array of str | None
     shard_step_offsets: np.ndarray  # global first step of each shard, plus total
     local_offsets: list[np.ndarray] = field(default_factory=list)
 
@@ -223,6 +224,7 @@ class Dataset:
 
     def _build_index(self) -> _Index:
         shard_of, local, lengths, returns, seeds, tasks, policies, offsets = ([] for _ in range(8))
+        instructions = []
         for i in range(len(self.manifest.shards)):
             reader = self.shard(i)
             table = reader.episode_table()
@@ -236,6 +238,10 @@ class Dataset:
             tasks.append(names[table["episode_task"] + 1])
             pols = np.array([None, *reader.policies], dtype=object)
             policies.append(pols[table["episode_policy"] + 1])
+            said = np.full(n, None, dtype=object)
+            if reader.instructions is not None:
+                said[:] = reader.instructions
+            instructions.append(said)
             offsets.append(table["episode_offsets"])
 
         def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
@@ -256,6 +262,7 @@ class Dataset:
             seeds=cat(seeds, np.int64),
             tasks=cat(tasks, object),
             policies=cat(policies, object),
+            instructions=cat(instructions, object),
             shard_step_offsets=shard_offsets,
             local_offsets=offsets,
         )
@@ -276,6 +283,11 @@ class Dataset:
     @property
     def episode_tasks(self) -> np.ndarray:
         return self.index.tasks
+
+    @property
+    def episode_instructions(self) -> np.ndarray:
+        """What each episode's agent was told (object array of str, None where nothing)."""
+        return self.index.instructions
 
     # -- episodes --------------------------------------------------------------------------
 
@@ -308,6 +320,7 @@ class Dataset:
             seed=None if seed == NO_SEED else seed,
             task=idx.tasks[i],
             policy=idx.policies[i],
+            instruction=idx.instructions[i],
             index=i,
         )
 

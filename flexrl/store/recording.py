@@ -77,11 +77,13 @@ class EpisodeBuffer:
         obs: np.ndarray,
         task: str | None = None,
         policy: str | None = None,
+        instruction: str | None = None,
     ):
         self.index = index
         self.seed = seed
         self.task = task
         self.policy = policy
+        self.instruction = instruction
         self.obs = obs  # the observation the next action is chosen for
         self.observations: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
@@ -129,6 +131,7 @@ class EpisodeBuffer:
             seed=self.seed,
             task=self.task,
             policy=self.policy,
+            instruction=self.instruction,
         )
         episode.index = self.index
         return episode

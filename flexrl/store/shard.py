@@ -187,6 +187,8 @@ def write_shard(
         "tasks": tasks,
         "policies": policies,
     }
+    if any(e.instruction is not None for e in episodes):  # absent when none has one
+        meta["instructions"] = [e.instruction for e in episodes]
     fast = sys.byteorder == "little" and all(
         chunkio.fast_dtype(p[0].dtype) and p[0][0].size > 0
         for p in [*step_parts.values(), *([v] for v in per_episode.values())]
@@ -370,6 +372,8 @@ class ShardReader:
         meta = (group_meta.get("attributes") or {}).get("flexrl", {})
         self.tasks: list[str] = list(meta.get("tasks", []))
         self.policies: list[str] = list(meta.get("policies", []))
+        # per episode, or None for a shard none of whose episodes has an instruction
+        self.instructions: list[str | None] | None = meta.get("instructions")
         self.stats: dict[str, Any] = meta.get("stats", {})
         self._group: zarr.Group | None = None
         self._arrays: dict[str, zarr.Array] = {}

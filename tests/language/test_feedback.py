@@ -90,3 +90,27 @@ def test_eval_with_instructions(cli, workspace, tmp_path):
 def test_conflicting_flags(cli, workspace, flags):
     result = cli("eval", "zoo:goal", *flags, "-w", str(workspace))
     assert result.returncode == 2 and "exclude each other" in result.stderr
+
+
+def test_collect_with_instructions_stores_what_each_episode_was_told(cli, workspace, tmp_path):
+    from flexrl.store import open_dataset
+
+    plan = tmp_path / "plan.txt"
+    plan.write_text("# one instruction per episode, in turn\nwalk forward slowly\n\nturn left\n")
+    result = cli("collect", "--policy", "zoo:goal", "--dataset", "told", "--episodes", "3",
+                 "--instructions", str(plan), "--seed", "5", "--num-envs", "3",
+                 "-w", str(workspace))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ds = open_dataset("told", workspace)
+    meant = {"walk forward slowly": [0.3, 0.0, 0.0], "turn left": [0.0, 0.0, 0.5]}
+    told = {e.seed: e.instruction for e in ds}
+    assert told == {5: "walk forward slowly", 6: "turn left", 7: "walk forward slowly"}
+    for episode in ds:  # held at what the words mean, the whole episode
+        np.testing.assert_allclose(
+            episode.goals, np.tile(meant[episode.instruction], (episode.length, 1))
+        )
+    # refused text: one line, exit 2, the dataset untouched
+    result = cli("collect", "--policy", "zoo:goal", "--dataset", "told", "--episodes", "1",
+                 "--instruction", "order a pizza", "-w", str(workspace))  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert open_dataset("told", workspace).version == 1

@@ -61,7 +61,7 @@ def assert_same_episode(a: Episode, b: Episode) -> None:
         assert value.dtype == other.dtype, key
         np.testing.assert_array_equal(value, other, err_msg=key)
     np.testing.assert_array_equal(a.final_observation, b.final_observation)
-    assert (a.seed, a.task, a.policy) == (b.seed, b.task, b.policy)
+    assert (a.seed, a.task, a.policy, a.instruction) == (b.seed, b.task, b.policy, b.instruction)
 
 
 def tree_digest(root: Path) -> str:

@@ -28,6 +28,7 @@ def test_round_trip_flexrl_minari_flexrl(ws: Path, tmp_path: Path, rng, data_for
         random_episode(rng, seed=i if i % 3 else None, task=["walk", None][i % 2], goals=True)
         for i in range(7)
     ]
+    episodes[2].instruction = "walk forward slowly"  # what the agent was told travels too
     write_episodes(ws, "walk", episodes, shard_episodes=3)
     out = tmp_path / "exported"
     result = cli(

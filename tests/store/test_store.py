@@ -64,6 +64,22 @@ def test_round_trip_many_shards(ws, rng) -> None:
         ds.array("nope")
 
 
+def test_instructions_are_kept_per_episode(ws, rng) -> None:
+    """What each episode's agent was told: kept per episode (None where nothing was said), in
+    shards that have some and beside shards that have none (as every older shard)."""
+    from dataclasses import replace
+
+    told = [replace(random_episode(rng), instruction=t) for t in ("walk forward", None, "stop")]
+    untold = [random_episode(rng) for _ in range(2)]
+    write_episodes(ws, "said", untold + told, shard_episodes=2)  # shards: none / some / some
+    ds = open_dataset("said", ws)
+    assert ds.episode_instructions.tolist() == [None, None, "walk forward", None, "stop"]
+    for original, read in zip(untold + told, ds, strict=True):
+        assert_same_episode(original, read)
+    with pytest.raises(FlexrlError, match="instruction must be text"):
+        make_episode(np.zeros((2, 1)), np.zeros((1, 1)), [0.0], [False], [True], instruction=3)
+
+
 def test_summary_statistics_match_numpy(ws, rng) -> None:
     episodes = [random_episode(rng, task=["walk", "turn"][i % 2]) for i in range(17)]
     write_episodes(ws, "walk", episodes, shard_episodes=4)
