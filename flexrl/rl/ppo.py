@@ -136,8 +136,6 @@ def train_ppo(
     obs_normalizer = ObsNormalizer((obs_dim,), args.clip_obs, enabled=args.norm_obs)
     reward_scaler = RewardScaler(num_envs, args.gamma, args.clip_reward, enabled=args.norm_reward)
     value_normalizer = ValueNormalizer(enabled=args.norm_value)
-    if init_from is not None and resume_from is None:  # a resumed run has it in its checkpoint
-        _init_from_policy(run, *init_from, agent, obs_normalizer, value_normalizer)
 
     # Rollout storage, CleanRL's layout: (num_steps, num_envs, ...).
     obs = torch.zeros((args.num_steps, num_envs, obs_dim), device=device)
@@ -149,6 +147,8 @@ def train_ppo(
 
     # Start: envs seeded seed+i, or everything as the checkpoint left it.
     raw_obs, reset_infos = envs.reset(seed=[recipe.seed + i for i in range(num_envs)])
+    if init_from is not None and resume_from is None:  # a resumed run has it in its checkpoint
+        _init_from_policy(run, *init_from, agent, obs_normalizer, value_normalizer, raw_obs)
     if recorder is not None and resume_from is None:
         recorder.reset(raw_obs, reset_infos)
     next_obs = torch.from_numpy(obs_normalizer(raw_obs, update=True)).to(device)
@@ -487,18 +487,23 @@ def _init_from_policy(
     agent: Agent,
     obs_normalizer: ObsNormalizer,
     value_normalizer: ValueNormalizer,
+    first_obs: np.ndarray,
 ) -> None:
     """Load a learned policy's weights and normalisers as the start of a new run.
 
     An observation the source only ever saw constant (a command it was never given another
-    value of) keeps its mean but gets unit variance: its normalised value is 0 at the source's
-    command, as in the source's training, and moves by the raw difference for a new one, where
-    the source's near-zero variance would have sent it to the clip."""
+    value of) takes its mean and variance from this run's first observations (the envs'
+    resets, each with its own command), so a new command moves it as much as any other input
+    moves; the source's near-zero variance would have sent it to the clip, and a unit variance
+    would leave a command range of 0.5 m/s a tenth of the other inputs' spread."""
     state = ckpt.load_checkpoint(path)
     agent.load_state_dict(state["agent"])  # the shapes were checked (ckpt.check_init_source)
     obs_normalizer.load_state_dict(state["obs_rms"])
     rms = obs_normalizer.rms
-    rms.var = np.where(rms.var < 1e-6, 1.0, rms.var)
+    constant = rms.var < 1e-6
+    first_var = first_obs.var(axis=0)
+    rms.mean = np.where(constant, first_obs.mean(axis=0), rms.mean)
+    rms.var = np.where(constant, np.where(first_var > 1e-6, first_var, 1.0), rms.var)
     if "value_rms" in state:
         value_normalizer.load_state_dict(state["value_rms"])
     run.add_input(artifact.model_copy(update={"role": "init"}))

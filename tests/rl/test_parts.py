@@ -105,3 +105,35 @@ def test_truncated_episodes_bootstrap_from_their_final_observation_terminated_do
     assert np.array_equal(final, infos["final_obs"][0][None]) and not np.array_equal(
         final[0], obs[0]
     )
+
+
+def test_init_from_gives_inputs_the_source_never_saw_vary_the_spread_of_the_new_ones(tmp_path):
+    """A walker always saw the command [1, 0, 0]: a fine-tune that draws commands takes their
+    statistics from its first observations, so a command moves the normalised input as much as
+    any other input moves (with unit variance, vx in [0.5, 1] would spread 0.14)."""
+    from flexrl.rl.agent import Agent
+    from flexrl.rl.checkpoint import FORMAT
+    from flexrl.rl.normalization import ValueNormalizer
+    from flexrl.rl.ppo import _init_from_policy
+    from flexrl.workspace import Artifact, ArtifactKind
+
+    source = ObsNormalizer((3,), clip=10.0)
+    seen = np.tile([[0.0, 1.0, 0.0], [2.0, 1.0, 0.0]], (50_000, 1))  # dims 1, 2 constant
+    source.rms.update(seen)
+    agent = Agent(3, 1, hidden_sizes=[4])
+    path = tmp_path / "source.pt"
+    state = {"format": FORMAT, "agent": agent.state_dict(), "obs_rms": source.state_dict()}
+    torch.save(state, path)
+
+    class Run:  # what _init_from_policy records: its input
+        def add_input(self, artifact):
+            self.input = artifact
+
+    new = ObsNormalizer((3,), clip=10.0)
+    first = np.array([[5.0, 0.5, -0.2], [7.0, 1.0, 0.2], [9.0, 0.75, 0.0]])
+    artifact = Artifact(kind=ArtifactKind.FILE, ref=str(path))
+    _init_from_policy(Run(), path, artifact, Agent(3, 1, hidden_sizes=[4]), new,
+                      ValueNormalizer(enabled=False), first)  # fmt: skip
+    np.testing.assert_allclose(new.rms.mean, [1.0, 0.75, 0.0], atol=1e-6)  # dim 0: the source's
+    np.testing.assert_allclose(new.rms.var, [1.0, first[:, 1].var(), first[:, 2].var()], rtol=1e-5)
+    assert np.abs(new(first)[:, 1:]).max() > 1.0  # spread like a unit-variance input
