@@ -159,7 +159,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     results = {"encoding": encoding_costs(), "parser": parser_table()}
-    results["following"] = following(args.policy, args.instructions, args.episodes, args.seed)
+    if args.instructions > 0:  # 0: the parser and encoding only
+        results["following"] = following(args.policy, args.instructions, args.episodes, args.seed)
     out = ROOT / "benchmarks" / "results" / "language_bench.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
@@ -176,7 +177,10 @@ def main() -> None:
     e = results["encoding"]
     print(f"\nencoding: load {e['load_s']:.1f} s; a new instruction {e['alone_ms']:.1f} ms alone, "
           f"{e['batched_ms']:.1f} ms in a batch of 64; cached {e['cached_us']:.1f} us")  # fmt: skip
-    f = results["following"]
+    f = results.get("following")
+    if f is None:
+        print(f"wrote {out}")
+        return
     print(f"\nfollowing ({f['policy']}, {f['instructions']} held-out instructions x "
           f"{f['episodes_each']} episodes): true command {f['success_true_command']:.1%}, "
           f"instruction {f['success_instruction']:.1%}, ratio {f['ratio']}")  # fmt: skip

@@ -329,6 +329,9 @@ class OfflineDataConfig(StrictModel):
     # Train only on the best top_percent% of episodes by return (top-% BC; 100 = all).
     top_percent: float = Field(100.0, gt=0, le=100)
     weighting: Literal["length", "episode"] = "length"
+    # What the policy is told: each step's goal `command` [vx, vy, yaw_rate], or the episode's
+    # `instruction` as a MiniLM embedding (384 values; flexrl/language/, docs/LANGUAGE.md)
+    condition: Literal["command", "instruction"] = "command"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     cache_bytes: int = Field(1 << 30, ge=1024, description="sampler chunk-cache budget")
 

@@ -42,6 +42,7 @@ from flexrl.analysis.dataset import (
     trajectories_figure,
     why_not_humanoid,
 )
+from flexrl.analysis.language import episode_feedback, instruction_table
 from flexrl.analysis.report import dataset_report_html, figure_to_data_uri
 from flexrl.analysis.tables import Table
 
@@ -60,8 +61,10 @@ __all__ = [
     "dataset_report_html",
     "diff_figure",
     "diff_versions",
+    "episode_feedback",
     "figure_to_data_uri",
     "group_runs",
+    "instruction_table",
     "joint_names",
     "learning_curves_figure",
     "load",

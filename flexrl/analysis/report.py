@@ -87,6 +87,11 @@ def dataset_report_html(
             _table(da.tracking_table(ds)),
         ]
 
+    def told() -> list[str]:
+        from flexrl.analysis.language import instruction_table
+
+        return [_table(instruction_table(ds))]
+
     def diff() -> list[str]:
         if prev is None:
             raise da.NotApplicable(f"{ds.ref} is the first version: nothing to compare with")
@@ -104,6 +109,7 @@ def dataset_report_html(
         ),
         _section("State visitation", coverage),
         _section("Speed and yaw rate against the commanded goal", tracking),
+        _section("Instructions and what the body did", told),
         _section(
             "Actions per joint",
             lambda: [_img(da.action_figure(ds), "actions"), _table(da.action_table(ds))],

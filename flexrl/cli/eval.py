@@ -111,7 +111,9 @@ def eval_command(
     if texts:
         from flexrl.language.parser import parse_many
 
-        commands = [p.command for p in parse_many(texts)]
+        parsed = parse_many(texts)
+        commands = [p.command for p in parsed]
+        policy.told.update({p.command: p.text for p in parsed})  # instruction-trained BC/DT
     if commands:
         from flexrl.envs.tasks import at_command
 

@@ -167,6 +167,11 @@ def _finetune(
     env = recipe.env.model_dump(mode="json") if recipe.env is not None else None
     if env is None:
         env = dataset_env(workspace, version.ref)
+    if recipe.data.condition == "instruction":  # before the run: bad data records nothing
+        from flexrl.offline.datamodule import check_instructions
+        from flexrl.store import open_dataset
+
+        check_instructions(open_dataset(version.ref, workspace))
     with ws.start_run(
         f"finetune-{kind}", name or recipe.name, recipe=recipe, seed=recipe.seed, inputs=inputs
     ) as run:

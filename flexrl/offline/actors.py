@@ -8,8 +8,11 @@ Both load from a finetune run's `policy.pt` (`load_actor(path)`, weights_only=Tr
 the raw observation: the dataset's normalisation lives inside the network as buffers.
 
 Goal: the command each step is rewarded against (the env's `info["goal"]`, which the loop
-passes as `goals`). Without it the last `goal_dim` observation values are used, which is where
-flexrl's Humanoid appends the command.
+passes as `goals`). Without it the last 3 observation values are used, which is where
+flexrl's Humanoid appends the command. A policy trained on instructions (`data.condition:
+instruction`) is given the embedding of the instruction that meant the command: the text
+evaluation was told (`told`, command -> text), else the command said in words
+(flexrl/language/relabel.py), as `flexrl data relabel` says it.
 
 The DT keeps, per slot, its context of the last K steps (return-to-go, observation, goal,
 action, timestep) and predicts for all running slots in one batch. `reset(slot)` sets the
@@ -20,7 +23,7 @@ the training data, or the `target_return` argument); `observe` decrements it by 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +33,66 @@ import torch
 from flexrl.errors import FlexrlError
 from flexrl.offline.checkpoint import build_network, load_policy_checkpoint
 
+COMMAND_DIM = 3
 
-def _goals(obs: np.ndarray, goals: np.ndarray | None, goal_dim: int) -> np.ndarray | None:
+
+class InstructionConditioner:
+    """Commands [n, 3] -> embeddings [n, 384] of the instructions that meant them."""
+
+    def __init__(self, told: Mapping[tuple[float, ...], str] | None = None):
+        self.told = {_key(c): text for c, text in (told or {}).items()}
+        self.embedded: dict[tuple[float, ...], np.ndarray] = {}
+
+    def __call__(self, commands: np.ndarray) -> np.ndarray:
+        from flexrl.language.encoder import encode
+        from flexrl.language.relabel import command_phrase
+
+        keys = [_key(c) for c in commands]
+        for key, command in zip(keys, commands, strict=True):
+            if key not in self.embedded:
+                text = self.told.get(key) or command_phrase(command)
+                self.embedded[key] = encode([text])[0]
+        return np.stack([self.embedded[k] for k in keys])
+
+
+def _key(command: Any) -> tuple[float, ...]:
+    return tuple(round(float(x), 6) for x in command)
+
+
+def _goals(
+    obs: np.ndarray,
+    goals: np.ndarray | None,
+    goal_dim: int,
+    conditioner: InstructionConditioner | None = None,
+) -> np.ndarray | None:
     """[n, goal_dim] goals for the rows of `obs`, float32; None for a goal-less policy."""
     if not goal_dim:
         return None
     if goals is None:
-        goals = obs[:, -goal_dim:]
+        goals = obs[:, -(COMMAND_DIM if conditioner else goal_dim) :]
     goals = np.asarray(goals, dtype=np.float32).reshape(len(obs), -1)
+    if conditioner is not None:
+        goals = conditioner(goals)
     if goals.shape[1] != goal_dim:
         raise FlexrlError(f"the policy needs a goal of {goal_dim} values, got {goals.shape[1]}")
     return goals
 
 
+def _conditioner(checkpoint: dict[str, Any], told: Mapping | None) -> InstructionConditioner | None:
+    if checkpoint["dataset"].get("condition", "command") != "instruction":
+        return None
+    return InstructionConditioner(told)
+
+
 class BCActor:
     """Stateless: the MLP's actions for the current observations and goals."""
 
-    def __init__(self, checkpoint: dict[str, Any]):
+    def __init__(self, checkpoint: dict[str, Any], told: Mapping | None = None):
         if checkpoint["kind"] != "bc":
             raise FlexrlError(f"not a BC policy file (kind {checkpoint['kind']!r})")
         self.net = build_network(checkpoint)
         self.goal_dim = int(checkpoint["dataset"]["goal_dim"])
+        self.conditioner = _conditioner(checkpoint, told)
 
     def reset(self, slot: int) -> None:
         pass
@@ -64,7 +106,7 @@ class BCActor:
         rngs: Sequence[np.random.Generator] = (),
     ) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32).reshape(len(slots), -1)
-        goal = _goals(obs, goals, self.goal_dim)
+        goal = _goals(obs, goals, self.goal_dim, self.conditioner)
         g = None if goal is None else torch.from_numpy(goal)
         return self.net(torch.from_numpy(obs), g).numpy().astype(np.float64)
 
@@ -76,10 +118,16 @@ class DTActor:
     """Autoregressive Decision Transformer conditioned on a decreasing return-to-go, one
     context per env slot."""
 
-    def __init__(self, checkpoint: dict[str, Any], target_return: float | None = None):
+    def __init__(
+        self,
+        checkpoint: dict[str, Any],
+        target_return: float | None = None,
+        told: Mapping | None = None,
+    ):
         if checkpoint["kind"] != "dt":
             raise FlexrlError(f"not a DT policy file (kind {checkpoint['kind']!r})")
         self.net = build_network(checkpoint)
+        self.conditioner = _conditioner(checkpoint, told)
         dt = checkpoint["recipe"]["dt"]
         self.k = int(dt["context_len"])
         self.rtg_scale = float(dt["rtg_scale"])
@@ -110,7 +158,7 @@ class DTActor:
     ) -> np.ndarray:
         n = len(slots)
         obs = np.asarray(obs, dtype=np.float32).reshape(n, -1)
-        goal = _goals(obs, goals, self.goal_dim)
+        goal = _goals(obs, goals, self.goal_dim, self.conditioner)
         zero = np.zeros(self.act_dim, np.float32)
         # The windows exactly as in training: left-padded to K with zeros, mask False there.
         obs_w = np.zeros((n, self.k, obs.shape[1]), np.float32)

@@ -60,6 +60,9 @@ class DatasetInfo:
     # The actions' range, per dimension; [-1, 1] for checkpoints written before it was kept.
     act_low: np.ndarray | None = None
     act_high: np.ndarray | None = None
+    # "command": the goal is each step's command; "instruction": the embedding of the episode's
+    # instruction (goal_dim 384)
+    condition: str = "command"
 
 
 @dataclass
@@ -78,6 +81,9 @@ class SamplingSpec:
     episodes: np.ndarray  # the episodes this split samples from
     weighting: Literal["length", "episode"]
     cache_bytes: int
+    # [episodes in the dataset, goal_dim]: each episode's instruction embedding, given as its
+    # goal at every step; None: the steps' own goals
+    conditions: np.ndarray | None = None
 
 
 def normalisation(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +105,29 @@ def action_range(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     high = np.max(highs, axis=0).astype(np.float32)
     flat = high - low < STD_FLOOR
     return np.where(flat, low - 1, low), np.where(flat, high + 1, high)
+
+
+def check_instructions(dataset: Dataset) -> list[str]:
+    """Every episode's instruction; a clear error if some episode has none."""
+    texts = dataset.episode_instructions.tolist()
+    missing = sum(t is None for t in texts)
+    if missing:
+        raise FlexrlError(
+            f"{dataset.ref}: {missing} of {len(texts)} episodes have no instruction; collect "
+            "with --instructions, or say their commands in words: flexrl data relabel "
+            f"{dataset.ref} --name NEW"
+        )
+    return texts
+
+
+def instruction_conditions(dataset: Dataset) -> np.ndarray:
+    """[episodes, 384] float32: each episode's instruction embedded (each text once)."""
+    from flexrl.language.encoder import encode
+
+    texts = check_instructions(dataset)
+    unique = sorted(set(texts))
+    embedded = encode(unique)
+    return embedded[np.searchsorted(unique, texts)]
 
 
 def split_episodes(
@@ -144,7 +173,7 @@ class _Batches(IterableDataset):
                 offset = (rng.random(spec.batch_size) * lengths[pick]).astype(np.int64)
             episodes = spec.episodes[pick].astype(np.int64)
             ends = (starts[pick] + offset).astype(np.int64)
-            yield to_tensors(sampler.windows(episodes, ends), spec.mode)
+            yield to_tensors(sampler.windows(episodes, ends), spec.mode, spec.conditions)
 
 
 def _open_sampler(spec: SamplingSpec) -> WindowSampler:
@@ -159,8 +188,9 @@ def _open_sampler(spec: SamplingSpec) -> WindowSampler:
     )
 
 
-def to_tensors(batch, mode: Mode) -> dict[str, torch.Tensor]:
-    """A WindowBatch as float32/int64/bool tensors; BC gets its single step squeezed out."""
+def to_tensors(batch, mode: Mode, conditions: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """A WindowBatch as float32/int64/bool tensors; BC gets its single step squeezed out. With
+    `conditions`, each window's goal is its episode's row of them, at every step."""
     out = {
         "observations": torch.from_numpy(np.ascontiguousarray(batch.observations, np.float32)),
         "actions": torch.from_numpy(np.ascontiguousarray(batch.actions, np.float32)),
@@ -168,7 +198,11 @@ def to_tensors(batch, mode: Mode) -> dict[str, torch.Tensor]:
         "timesteps": torch.from_numpy(np.ascontiguousarray(batch.timesteps, np.int64)),
         "mask": torch.from_numpy(np.ascontiguousarray(batch.mask, bool)),
     }
-    if batch.goals is not None:
+    if conditions is not None:
+        rows = conditions[np.asarray(batch.episodes)]  # [B, goal_dim]
+        steps = batch.observations.shape[1]
+        out["goals"] = torch.from_numpy(np.repeat(rows[:, None], steps, axis=1))
+    elif batch.goals is not None:
         out["goals"] = torch.from_numpy(np.ascontiguousarray(batch.goals, np.float32))
     if mode == "bc":
         out = {k: v[:, -1] for k, v in out.items()}  # window of 1: the sampled step
@@ -233,18 +267,24 @@ class OfflineDataModule(pl.LightningDataModule):
         self.train_episodes, self.val_episodes = split_episodes(
             returns, self.config.val_fraction, self.config.top_percent, self.seed
         )
+        self.conditions = None
+        goal_dim = 0 if schema.goals is None else int(np.prod(schema.goals.shape))
+        if self.config.condition == "instruction":
+            self.conditions = instruction_conditions(dataset)
+            goal_dim = self.conditions.shape[1]
         self.info = DatasetInfo(
             ref=dataset.ref,
             digest=dataset.digest,
             obs_dim=int(schema.observations.shape[0]),
             act_dim=int(schema.actions.shape[0]),
-            goal_dim=0 if schema.goals is None else int(np.prod(schema.goals.shape)),
+            goal_dim=goal_dim,
             obs_mean=mean,
             obs_std=std,
             max_return=float(returns[self.train_episodes].max()),
             max_length=int(np.max(dataset.episode_lengths)),
             act_low=act_low,
             act_high=act_high,
+            condition=self.config.condition,
         )
 
     @property
@@ -265,6 +305,7 @@ class OfflineDataModule(pl.LightningDataModule):
             episodes=episodes,
             weighting=self.config.weighting,
             cache_bytes=self.config.cache_bytes,
+            conditions=self.conditions,
         )
 
     def _loader(self, spec: SamplingSpec) -> DataLoader:

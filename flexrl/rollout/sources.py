@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,9 @@ class PolicySource:
     run: RunRecord | None = None  # the run SOURCE named, if it was a run
     global_step: int | None = None  # env steps of training behind the checkpoint
     target_return: float | None = None  # DT only: the return its actors are conditioned on
+    # BC/DT trained on instructions: command -> the text that meant it, for actors made after
+    # it is filled (flexrl eval --instruction); other commands are said in words
+    told: dict[tuple[float, ...], str] = field(default_factory=dict)
 
     @property
     def digest(self) -> str:
@@ -163,9 +166,11 @@ def _offline_source(
     if kind == "dt" and target_return is None:
         target_return = float(data["target_return"])
 
+    told: dict[tuple[float, ...], str] = {}
+
     def make_actor(space: gym.spaces.Box, noise: float, stochastic: bool) -> Actor:
         # deterministic by nature (collect refuses --noise and --stochastic for them)
-        return DTActor(data, target_return) if kind == "dt" else BCActor(data)
+        return DTActor(data, target_return, told) if kind == "dt" else BCActor(data, told)
 
     return PolicySource(
         kind=kind,
@@ -178,4 +183,5 @@ def _offline_source(
         run=record,
         global_step=int(data.get("global_step", 0)),
         target_return=target_return,
+        told=told,
     )

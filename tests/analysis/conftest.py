@@ -37,12 +37,14 @@ def flexrl(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def humanoid_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`hum@v1` (8 episodes) and `hum@v2` (+4), collected by a random policy on the goal task:
-    random Humanoid episodes fall after ~20 steps, so this takes seconds."""
+    """`hum@v1` (8 episodes) and `hum@v2` (+4, told "walk forward" or "turn left"), collected
+    by a random policy on the goal task: random Humanoid episodes fall after ~20 steps, so this
+    takes seconds."""
     ws = tmp_path_factory.mktemp("humanoid") / "ws"
-    for n, seed in ((8, 0), (4, 100)):
-        args = ["--dataset", "hum", "--episodes", str(n), "--seed", str(seed)]
-        result = flexrl("collect", "--policy", "random", "--task", "goal", *args, "-w", str(ws))
+    told = ["--instruction", "walk forward", "--instruction", "turn left"]
+    for n, seed, how in ((8, 0, ["--task", "goal"]), (4, 100, told)):
+        args = ["--dataset", "hum", "--episodes", str(n), "--seed", str(seed), *how]
+        result = flexrl("collect", "--policy", "random", *args, "-w", str(ws))
         assert result.returncode == 0, result.stderr
     return ws
 

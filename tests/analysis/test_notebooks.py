@@ -63,6 +63,7 @@ def test_dataset_analysis_notebook_runs(kernel_env, humanoid_ws):
         str(o.get("data", {}).get("text/html", "")) for c in nb.cells for o in c.get("outputs", [])
     )
     assert "hum@v2" in text and "Command tracking" in text and "+4" in text
+    assert "4 told episodes" in text and "turn left" in text  # the instructions' cell
     assert len(outputs(nb, "image/png")) == 6  # every figure drew, none was skipped
 
 
@@ -73,7 +74,8 @@ def test_dataset_analysis_notebook_on_a_non_humanoid_dataset(kernel_env, plain_w
         kernel_env,
     )
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert printed.count("skipped:") == 2 and "no [vx, vy, yaw_rate] goal commands" in printed
+    assert printed.count("skipped:") == 3 and "no [vx, vy, yaw_rate] goal commands" in printed
+    assert "carries an instruction" in printed
 
 
 @pytest.mark.parametrize("selection", ["runs", "sweep"])

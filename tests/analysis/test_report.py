@@ -36,7 +36,8 @@ def humanoid_report(humanoid_ws: Path, tmp_path_factory: pytest.TempPathFactory)
 def test_report_is_self_contained_and_recorded_as_a_run(humanoid_ws, humanoid_report):
     page = humanoid_report.read_text(encoding="utf-8")
     titles = ("Returns and lengths", "Per producing policy", "State visitation", "commanded goal",
-              "Actions per joint", "Change from the previous version")  # fmt: skip
+              "Instructions and what the body did", "Actions per joint",
+              "Change from the previous version")  # fmt: skip
     for title in titles:
         assert title in page
     images = re.findall(r"src='data:image/png;base64,", page)
@@ -64,7 +65,8 @@ def test_report_of_a_non_humanoid_dataset_says_what_it_skipped(plain_ws, tmp_pat
     result = flexrl("data", "report", "plain@v1", "--out", str(out), "-w", str(plain_ws))
     assert result.returncode == 0, result.stderr
     page = out.read_text(encoding="utf-8")
-    assert page.count("Skipped:") == 3  # coverage, tracking, diff (v1 is the first version)
+    # coverage, tracking, instructions, diff (v1 is the first version)
+    assert page.count("Skipped:") == 4
     assert "Per producing policy" in page and "<td>-</td><td class='num'>6</td>" in page
     assert "no [vx, vy, yaw_rate] goal commands" in page and "first version" in page
 
