@@ -39,6 +39,10 @@ demo: install  ## a shipped Humanoid skill, then the pipeline end to end on the 
 	@echo "== 0/7  a shipped skill: the MuJoCo Humanoid walks at 1 m/s (zoo:walk_forward, trained here in PPO) =="
 	$(FLEXRL) eval zoo:walk_forward --episodes 3 --video $(DEMO_DIR)/walk.mp4 --video-steps 200 \
 		-w $(DEMO_DIR) || $(FLEXRL) eval zoo:walk_forward --episodes 3 -w $(DEMO_DIR)
+	@echo "== 0b   told in words: a small language model (MiniLM) turns an instruction into a goal command =="
+	$(FLEXRL) instruct "walk forward slowly" "could you turn to your left"
+	$(FLEXRL) eval zoo:goal --instruction "walk forward slowly" --instruction "turn left" \
+		--episodes 2 -w $(DEMO_DIR)
 	@echo "== 1/7  PPO learns to balance MuJoCo's inverted pendulum (until 20 episodes in a row reach 1000) =="
 	$(FLEXRL) train --config recipes/quickstart.yaml --name expert --seed $(SEED) -w $(DEMO_DIR)
 	@echo "== 2/7  evaluate it, and render a short video offscreen =="
@@ -90,6 +94,9 @@ def score(name):
 walk = ws.resolve_run("eval-zoo-walk_forward").metrics_last
 print(f"  zoo:walk_forward  {walk['eval_forward_speed']:.2f} m/s at a 1.0 m/s command, "
       f"falls in {walk['eval_fall_rate']:.0%} of episodes")
+told = ws.resolve_run("eval-zoo-goal").metrics_last
+print(f"  zoo:goal told 'walk forward slowly', then 'turn left': followed in "
+      f"{told['instruction_success']:.0%} of the instructions given (2 episodes)")
 print(f"  pendulum@v2   {len(mixed)} episodes: mean return {mixed.mean():.1f}"
       f" ({len(expert)} expert at {expert.mean():.0f}, {len(novice)} novice at {novice.mean():.0f})")
 print(f"  BC            {score('bc')}   (imitates the average of the data)")

@@ -63,6 +63,7 @@ InstructionOption = Annotated[
     typer.Option(
         help="Humanoid goal task told this, in words (`flexrl instruct` shows what it means; "
         "docs/LANGUAGE.md); repeatable.",
+        metavar="TEXT",
         show_default=False,
     ),
 ]
@@ -71,6 +72,7 @@ InstructionsOption = Annotated[
     typer.Option(
         help="A text file of instructions, one per line (blank lines and # comments skipped), "
         "as repeated --instruction.",
+        metavar="FILE",
         show_default=False,
     ),
 ]

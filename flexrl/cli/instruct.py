@@ -19,7 +19,7 @@ def instruct(
     ],
     json_out: JsonOption = False,
 ) -> None:
-    """Turn an instruction into the goal command [vx, vy, yaw_rate] it means (m/s forward, m/s
+    """Turn an instruction into the goal command it means, vx, vy, yaw_rate (m/s forward, m/s
     to the left, rad/s to the left), with the parser's confidence.
 
     The parser is a small head on frozen all-MiniLM-L6-v2 embeddings (flexrl/language/). Text
