@@ -31,29 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def parser_table() -> dict:
-    from flexrl.language.encoder import encode
     from flexrl.language.grammar import OUT_OF_DOMAIN, generate
-    from flexrl.language.parser import OutOfDomain, parse
+    from flexrl.language.parser import OutOfDomain, parse, score
 
-    out = {}
-    for unseen in (0.5, 1.0):
-        items = list({i.text: i for i in generate("heldout", 20_000, unseen=unseen)}.values())
-        encode([i.text for i in items])
-        exact, refused, errors = 0, 0, []
-        for item in items:
-            try:
-                command = parse(item.text).command
-            except OutOfDomain:
-                refused += 1
-                continue
-            errors.append(float(np.linalg.norm(np.subtract(command, item.command))))
-            exact += errors[-1] < 1e-9
-        out[f"heldout_unseen_{unseen}"] = {
-            "instructions": len(items),
-            "exact": exact / len(items),
-            "refused": refused / len(items),
-            "command_error": float(np.mean(errors)),
-        }
+    out = {
+        f"heldout_unseen_{unseen}": score(
+            list(generate("heldout", 20_000, unseen=unseen))
+        ).as_json()
+        for unseen in (0.5, 1.0)
+    }
     ood = [*OUT_OF_DOMAIN[1], "", "x" * 10_000, "please dance", "jump up and down"]
     refused = []
     for text in ood:

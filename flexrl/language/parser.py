@@ -17,7 +17,7 @@ its embedding is far from every instruction the head was trained on (cosine simi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
@@ -286,6 +286,34 @@ def parse(text: str, head: ParserHead | None = None) -> Parsed:
 
 def _quote(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+@dataclass(frozen=True)
+class ParserScore:
+    instructions: int  # distinct texts scored
+    exact: float  # share parsed to exactly their command
+    refused: float  # share refused as out of domain
+    command_error: float  # mean Euclidean |parsed - true| over the answered ones
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def score(items: list[Instruction], head: ParserHead | None = None) -> ParserScore:
+    """How well the parser reads `items` (each distinct text once)."""
+    unique = list({i.text: i for i in items}.values())
+    encode([i.text for i in unique])  # in batches, once: parse() finds them cached
+    exact, refused, errors = 0, 0, []
+    for item in unique:
+        try:
+            command = parse(item.text, head).command
+        except OutOfDomain:
+            refused += 1
+            continue
+        errors.append(float(np.linalg.norm(np.subtract(command, item.command))))
+        exact += errors[-1] < 1e-9
+    n = len(unique)
+    return ParserScore(n, exact / n, refused / n, float(np.mean(errors)) if errors else 0.0)
 
 
 def train_head(n: int = TRAIN_INSTRUCTIONS, seed: int = 0) -> ParserHead:
