@@ -9,7 +9,8 @@ follows a held-out instruction against the same policy given the true command.
    the hardest split where every word is), exact commands, refusals and the mean command error
    |parsed - true| (Euclidean, over the answered ones); refusal of out-of-domain text.
 2. Encoding: loading MiniLM, one new instruction alone, one in a batch of 64, a cached one.
-3. Following: N distinct held-out instructions (seeded); each episode of the goal task is given
+3. Following: N distinct held-out instructions (seeded) whose commands lie in the ranges the
+   policy trained on; each episode of the goal task is given
    the parsed command and, with the same seeds, the true one. Success is the skills' criterion
    (flexrl/language/feedback.py): mean velocity error <= 0.25 m/s, yaw-rate error <= 0.2 rad/s,
    no fall. Episodes whose parsed command equals the true one are the same episodes (same
@@ -86,7 +87,7 @@ def encoding_costs() -> dict:
 
 def following(policy: str, n: int, episodes: int, seed: int) -> dict:
     from flexrl import evaluation
-    from flexrl.envs.tasks import at_command
+    from flexrl.envs.tasks import at_command, untrained_commands
     from flexrl.language.grammar import generate
     from flexrl.language.parser import OutOfDomain, parse
     from flexrl.rollout.sources import load_policy_source
@@ -94,7 +95,9 @@ def following(policy: str, n: int, episodes: int, seed: int) -> dict:
 
     source = load_policy_source(Workspace(ROOT / "unused"), policy)
     base = source.env
-    items = list({i.text: i for i in generate("heldout", 10 * n, seed=seed)}.values())[:n]
+    # Only instructions whose command the policy trained on (zoo:goal never walked backwards).
+    drawn = {i.text: i for i in generate("heldout", 10 * n, seed=seed)}.values()
+    items = [i for i in drawn if not untrained_commands(base, [i.command])][:n]
 
     def successes(command, text: str) -> list[bool]:
         source.env = at_command(base, [command], None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 from typing import Annotated
 
@@ -115,8 +117,15 @@ def eval_command(
         commands = [p.command for p in parsed]
         policy.told.update({p.command: p.text for p in parsed})  # instruction-trained BC/DT
     if commands:
-        from flexrl.envs.tasks import at_command
+        from flexrl.envs.tasks import at_command, untrained_commands
 
+        for c in untrained_commands(policy.env, commands):  # allowed: a researcher may probe
+            cfg = policy.env.command
+            sys.stderr.write(
+                f"warning: command {list(c)} lies outside the ranges {source} trained on "
+                f"(vx {list(cfg.vx_range)}, vy {list(cfg.vy_range)}, "
+                f"yaw rate {list(cfg.yaw_rate_range)})\n"
+            )
         policy.env = at_command(policy.env, commands, task, instruction_steps)
         task = "goal"
     settings = evaluation.EvalSettings(

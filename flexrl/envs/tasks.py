@@ -71,6 +71,24 @@ def at_command(
     return env.model_copy(update={"task": "goal", "task_weights": {}, "command": fixed})
 
 
+def untrained_commands(
+    env: EnvConfig, commands: Sequence[tuple[float, float, float]]
+) -> list[tuple[float, float, float]]:
+    """The commands outside the ranges a policy trained on `env` drew its goal commands from
+    (none when it never trained the goal task: its own skills' commands are all it knows)."""
+    trained = env.task == "goal" if not env.task_weights else env.task_weights.get("goal", 0) > 0
+    if env.id is not None or not trained:
+        return []
+    cfg = env.command
+    ranges = (cfg.vx_range, cfg.vy_range, cfg.yaw_rate_range)
+    tol = 1e-9
+    return [
+        tuple(c)
+        for c in commands
+        if any(not lo - tol <= x <= hi + tol for x, (lo, hi) in zip(c, ranges, strict=True))
+    ]
+
+
 def task_probabilities(weights: Mapping[Task, float]) -> np.ndarray:
     """Normalised weights over TASKS (tasks not named get 0)."""
     unknown = set(weights) - set(TASKS)

@@ -4,8 +4,9 @@
         item.text, item.command          # "slowly walk forward", (0.3, 0.0, 0.0)
 
 The command is [vx, vy, yaw_rate] (m/s forward, m/s to the left, rad/s to the left) inside
-the goal skills' ranges (forward up to 1.0, backwards up to 0.3, sideways up to 0.3, turning up
-to 0.5). Intents: stop; walk forward or backwards at a speed; step sideways; turn in place;
+the goal skill's ranges (recipes/humanoid_goal.yaml: forward up to 1.0, sideways up to 0.2,
+turning up to 0.5), and backwards up to 0.3, which the shipped policies never learned (`flexrl
+eval` warns when a command lies outside the policy's ranges). Intents: stop; walk forward or backwards at a speed; step sideways; turn in place;
 walk forward while turning. Speeds come as words ("slowly", "at full speed") or numbers ("at
 0.4 m/s", "at half a metre per second"); word order varies ("slowly walk forward", "walk
 forward slowly").
@@ -117,9 +118,9 @@ OUT_OF_DOMAIN: tuple[tuple[str, ...], tuple[str, ...]] = (
 
 # Commands each intent means: the skills' ranges, and what "slowly" / "quickly" / no speed is.
 SPEEDS = {"forward": {"slow": 0.3, None: 0.6, "fast": 1.0}, "backward": {"slow": 0.15, None: 0.3},
-          "side": {"slow": 0.15, None: 0.3}, "turn": {"slow": 0.25, None: 0.5},
+          "side": {"slow": 0.1, None: 0.2}, "turn": {"slow": 0.25, None: 0.5},
           "arc": {"slow": 0.3, None: 0.6}}  # fmt: skip
-MAX_NUMBER = {"forward": 1.0, "backward": 0.3, "side": 0.3}  # m/s a number may ask
+MAX_NUMBER = {"forward": 1.0, "backward": 0.3, "side": 0.2}  # m/s a number may ask
 ARC_YAW_RATE = 0.3  # rad/s of "walk forward while turning"
 
 
