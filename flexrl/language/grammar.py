@@ -3,13 +3,13 @@
     for item in generate("train", 2000, seed=0):
         item.text, item.command          # "slowly walk forward", (0.3, 0.0, 0.0)
 
-The command is [vx, vy, yaw_rate] (m/s forward, m/s to the left, rad/s to the left) inside
-the goal skill's ranges (recipes/humanoid_goal.yaml: forward up to 1.0, sideways up to 0.2,
-turning up to 0.5), and backwards up to 0.3, which the shipped policies never learned (`flexrl
-eval` warns when a command lies outside the policy's ranges). Intents: stop; walk forward or backwards at a speed; step sideways; turn in place;
-walk forward while turning. Speeds come as words ("slowly", "at full speed") or numbers ("at
-0.4 m/s", "at half a metre per second"); word order varies ("slowly walk forward", "walk
-forward slowly").
+The command is [vx, vy, yaw_rate] (m/s forward, m/s to the left, rad/s to the left) inside the
+goal skill's ranges (recipes/humanoid_goal.yaml: forward up to 1.0, sideways up to 0.2, turning
+up to 0.5), and backwards up to 0.3, which the shipped policies never learned (`flexrl eval`
+warns when a command lies outside the policy's ranges). Intents: stop; walk forward or
+backwards at a speed; step sideways; turn in place; walk forward while turning. Speeds come as
+words ("slowly", "at full speed") or numbers ("at 0.4 m/s", "at half a metre per second"); word
+order varies ("slowly walk forward", "walk forward slowly").
 
 Two splits. Every `heldout` instruction uses a paraphrase template that `train` never contains,
 and each of its words (synonyms, number formats) is one training never saw with probability

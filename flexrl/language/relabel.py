@@ -55,15 +55,14 @@ def relabel(source: Dataset, name: str, workspace: str | Path, lineage: Lineage)
     """Copy `source` into dataset `name` (a new version of it) with every episode's instruction
     said from its goal commands."""
     check_relabel(source, name)
-    writer = ShardWriter(name, workspace, lineage=lineage, allow_nonfinite=True)
-    try:
+    message = f"instructions said from the commands of {source.ref}"
+    # The writer commits on leaving the block, or deletes what it wrote if anything failed.
+    with ShardWriter(
+        name, workspace, lineage=lineage, allow_nonfinite=True, message=message
+    ) as writer:
         for episode in source:
             assert episode.goals is not None
             episode.instruction = instruction_for(episode.goals)
             writer.add(episode)
-        manifest = writer.commit(message=f"instructions said from the commands of {source.ref}")
-    except BaseException:
-        writer.abort()
-        raise
-    assert manifest is not None
+    (manifest,) = writer.committed
     return manifest

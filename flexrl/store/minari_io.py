@@ -291,18 +291,17 @@ def import_minari(
     lineage = (
         replace(lineage, source=lineage.source or source) if lineage else Lineage(source=source)
     )
-    writer = ShardWriter(name, workspace, lineage=lineage, allow_nonfinite=allow_nonfinite)
-    try:
+    # The writer commits on leaving the block, or deletes what it wrote if anything failed.
+    with ShardWriter(
+        name, workspace, lineage=lineage, allow_nonfinite=allow_nonfinite,
+        message=f"imported from {path}",
+    ) as writer:  # fmt: skip
         for start in range(0, total, BATCH_EPISODES):
             ids = list(range(start, min(start + BATCH_EPISODES, total)))
             metas = list(storage.get_episode_metadata(ids))
             for raw, meta in zip(storage.get_episodes(ids), metas, strict=True):
                 writer.add(_episode(raw, meta, obs_dtype, act_dtype, info_keys, shapes, path))
-        manifest = writer.commit(message=f"imported from {path}")
-    except BaseException:
-        writer.abort()
-        raise
-    assert manifest is not None
+    (manifest,) = writer.committed
     return manifest
 
 
