@@ -95,9 +95,14 @@ def following(policy: str, n: int, episodes: int, seed: int) -> dict:
 
     source = load_policy_source(Workspace(ROOT / "unused"), policy)
     base = source.env
-    # Only instructions whose command the policy trained on (zoo:goal never walked backwards).
-    drawn = {i.text: i for i in generate("heldout", 10 * n, seed=seed)}.values()
-    items = [i for i in drawn if not untrained_commands(base, [i.command])][:n]
+    # Only instructions whose command the policy trained on (zoo:goal never walked backwards),
+    # the same number of each intent (taken in turn), so no intent is left out by chance.
+    drawn = {i.text: i for i in generate("heldout", 20 * n, seed=seed)}.values()
+    by_intent: dict[str, list] = {}
+    for item in drawn:
+        if not untrained_commands(base, [item.command]):
+            by_intent.setdefault(item.intent, []).append(item)
+    items = [i for group in zip(*by_intent.values(), strict=False) for i in group][:n]
 
     def successes(command, text: str) -> list[bool]:
         source.env = at_command(base, [command], None)
@@ -119,11 +124,19 @@ def following(policy: str, n: int, episodes: int, seed: int) -> dict:
             command, given = None, [False] * episodes
         true_ok += sum(truth)
         parsed_ok += sum(given)
-        rows.append({"text": item.text, "true": item.command, "parsed": command,
+        rows.append({"text": item.text, "intent": item.intent, "true": item.command,
+                     "parsed": command,
                      "true_success": sum(truth), "parsed_success": sum(given)})  # fmt: skip
         print(f"  {k + 1}/{len(items)} {item.text!r}: {sum(given)}/{sum(truth)}", flush=True)
     total = len(items) * episodes
+    intents = {}
+    for row in rows:
+        counts = intents.setdefault(row["intent"], {"instructions": 0, "true": 0, "instruction": 0})
+        counts["instructions"] += 1
+        counts["true"] += row["true_success"]
+        counts["instruction"] += row["parsed_success"]
     return {
+        "by_intent": intents,
         "policy": policy,
         "instructions": len(items),
         "episodes_each": episodes,
@@ -173,6 +186,11 @@ def main() -> None:
     print(f"\nfollowing ({f['policy']}, {f['instructions']} held-out instructions x "
           f"{f['episodes_each']} episodes): true command {f['success_true_command']:.1%}, "
           f"instruction {f['success_instruction']:.1%}, ratio {f['ratio']}")  # fmt: skip
+    print("\n| intent | instructions | success, true command | success, instruction |")
+    print("|---|---:|---:|---:|")
+    for intent, c in f["by_intent"].items():
+        n = c["instructions"] * f["episodes_each"]
+        print(f"| {intent} | {c['instructions']} | {c['true']}/{n} | {c['instruction']}/{n} |")
     print(f"wrote {out}")
 
 
