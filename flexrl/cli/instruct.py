@@ -36,11 +36,14 @@ def instruct(
         return
     for p in parsed:
         vx, vy, yaw = p.command
+        reads = " ".join(x for x in (p.intent, p.side, p.speed) if x)
+        if p.intent == "command":
+            reads = "a command said exactly"
         print_fields(
             [
                 ("instruction", p.text),
                 ("command", f"vx {vx:+.2f} m/s · vy {vy:+.2f} m/s · yaw rate {yaw:+.2f} rad/s"),
-                ("reads as", " ".join(x for x in (p.intent, p.side, p.speed) if x)),
+                ("reads as", reads),
                 ("confidence", f"{p.confidence:.2f} (similarity {p.similarity:.2f})"),
             ]
         )

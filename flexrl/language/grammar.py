@@ -20,7 +20,8 @@ commands themselves are the same kinds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -148,6 +149,52 @@ def command_for(intent: str, side: str | None, value: float) -> Command:
     if intent == "arc":
         return (value, 0.0, sign * ARC_YAW_RATE)
     return (0.0, 0.0, 0.0)  # stop
+
+
+# --- the command syntax: a command said exactly (hindsight labels, `flexrl data relabel`) ------
+
+MOVING = 0.05  # m/s or rad/s below which a command component is "not asked"
+_NUMBER = r"(\d+(?:\.\d+)?|\.\d+)"
+_COMMAND_PARTS = (  # in this order, each optional, separated by one space
+    rf"walk (forward|backwards?) at {_NUMBER} m/s",
+    rf"(?:drifting|sidestep) to the (left|right) at {_NUMBER} m/s",
+    rf"(?:while turning|turn) (left|right) at {_NUMBER} rad/s",
+)
+_COMMAND_SYNTAX = re.compile("".join(rf"(?:(?:^| ){part})?" for part in _COMMAND_PARTS))
+
+
+def command_phrase(command: Sequence[float]) -> str:
+    """One command [vx, vy, yaw_rate] said exactly: "walk forward at 0.62 m/s while turning left
+    at 0.30 rad/s", "sidestep to the right at 0.10 m/s", "stop"."""
+    vx, vy, yaw = (float(c) for c in command)
+    parts = []
+    if abs(vx) >= MOVING:
+        parts.append(f"walk {'forward' if vx > 0 else 'backwards'} at {abs(vx):.2f} m/s")
+    if abs(vy) >= MOVING:
+        side = "left" if vy > 0 else "right"
+        verb = "drifting" if parts else "sidestep"
+        parts.append(f"{verb} to the {side} at {abs(vy):.2f} m/s")
+    if abs(yaw) >= MOVING:
+        verb = "while turning" if parts else "turn"
+        parts.append(f"{verb} {'left' if yaw > 0 else 'right'} at {abs(yaw):.2f} rad/s")
+    return " ".join(parts) if parts else "stop"
+
+
+def read_command_phrase(text: str) -> Command | None:
+    """The command of a text in `command_phrase`'s syntax (any number of decimals); None for
+    any other text, which is the parser's to read."""
+    clean = " ".join(text.lower().split())
+    if clean == "stop":
+        return (0.0, 0.0, 0.0)
+    match = _COMMAND_SYNTAX.fullmatch(clean)
+    if not clean or match is None:
+        return None
+    forward, vx, drift, vy, turn, yaw = match.groups()
+    return (
+        float(vx) * (1.0 if forward == "forward" else -1.0) if vx else 0.0,
+        float(vy) * (1.0 if drift == "left" else -1.0) if vy else 0.0,
+        float(yaw) * (1.0 if turn == "left" else -1.0) if yaw else 0.0,
+    )
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:

@@ -5,7 +5,9 @@
 The head classifies what an instruction asks (its intent, its side, and its speed as a word)
 and the command is then the grammar's meaning of that reading (`grammar.command_for`), so the
 parser can only answer commands the skills were trained on. A speed given as a number ("at 0.4
-m/s", "at half a metre per second") is read from the text by `read_speed`.
+m/s", "at half a metre per second") is read from the text by `read_speed`. A command said
+exactly in the grammar's command syntax ("walk forward at 0.50 m/s while turning right at 0.20
+rad/s", as `flexrl data relabel` writes them) is read by `grammar.read_command_phrase`.
 
 Text is refused (`OutOfDomain`, exit 2) when it is empty or longer than an instruction, when
 its embedding is far from every instruction the head was trained on (cosine similarity below
@@ -35,6 +37,7 @@ from flexrl.language.grammar import (
     Instruction,
     command_for,
     generate,
+    read_command_phrase,
 )
 
 SHIPPED = Path(__file__).with_name("parser.safetensors")
@@ -59,7 +62,7 @@ class Parsed:
     command: Command
     confidence: float  # the head's probability of its reading
     similarity: float  # cosine to the nearest instruction the head was trained on
-    intent: str
+    intent: str  # a grammar intent, or "command" for a command said exactly
     side: str | None
     speed: str | None  # "slow", "fast", "number" or None
 
@@ -235,6 +238,11 @@ def parse_many(texts: list[str], head: ParserHead | None = None) -> list[Parsed]
     intent_p, side_p, speed_p = head.probabilities(embeddings)
     parsed = []
     for k, text in enumerate(clean):
+        exact = read_command_phrase(text)  # a command said exactly: no head needed
+        if exact is not None:
+            _check_limits(text, exact)
+            parsed.append(Parsed(text, exact, 1.0, float(similarity[k]), "command", None, None))
+            continue
         if similarity[k] < MIN_SIMILARITY:
             raise OutOfDomain(
                 f"{_quote(text)} is not an instruction flexrl understands (similarity "
@@ -277,6 +285,23 @@ def parse_many(texts: list[str], head: ParserHead | None = None) -> list[Parsed]
         command = command_for(intent, side, value)
         parsed.append(Parsed(text, command, confidence, float(similarity[k]), intent, side, speed))
     return parsed
+
+
+def _check_limits(text: str, command: Command) -> None:
+    """Refuse a command said exactly that asks more than the skills' ranges."""
+    vx, vy, yaw = command
+    way = "forward" if vx >= 0 else "backward"
+    limits = (
+        (way, abs(vx), MAX_NUMBER[way], "m/s"),
+        ("sideways", abs(vy), MAX_NUMBER["side"], "m/s"),
+        ("turning", abs(yaw), SPEEDS["turn"][None], "rad/s"),
+    )
+    for what, asked, most, unit in limits:
+        if asked > most + 1e-9:
+            raise OutOfDomain(
+                f"{_quote(text)} asks {asked:g} {unit} {what}; the skills go {what} at up to "
+                f"{most:g} {unit}"
+            )
 
 
 def parse(text: str, head: ParserHead | None = None) -> Parsed:

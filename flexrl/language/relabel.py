@@ -5,7 +5,8 @@ before instructions existed can train language-conditioned models.
                              #            0.30 rad/s, then stop"
     relabel(open_dataset("goal-data@v3", ws), "goal-told", ws, lineage)   # each episode told
 
-The words are the grammar's (flexrl/language/grammar.py), with the numbers the commands had.
+Each command is said in the grammar's command syntax (`grammar.command_phrase`), which the
+parser reads back exactly.
 """
 
 from __future__ import annotations
@@ -15,25 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from flexrl.errors import FlexrlError
+from flexrl.language.grammar import command_phrase
 from flexrl.store import Dataset, Lineage, Manifest, ShardWriter
-
-MOVING = 0.05  # m/s or rad/s below which a command component is "not asked"
-
-
-def command_phrase(command: np.ndarray) -> str:
-    """One command [vx, vy, yaw_rate] as an instruction."""
-    vx, vy, yaw = (float(c) for c in command)
-    parts = []
-    if abs(vx) >= MOVING:
-        parts.append(f"walk {'forward' if vx > 0 else 'backwards'} at {abs(vx):.2f} m/s")
-    if abs(vy) >= MOVING:
-        side = "left" if vy > 0 else "right"
-        verb = "drifting" if parts else "sidestep"
-        parts.append(f"{verb} to the {side} at {abs(vy):.2f} m/s")
-    if abs(yaw) >= MOVING:
-        verb = "while turning" if parts else "turn"
-        parts.append(f"{verb} {'left' if yaw > 0 else 'right'} at {abs(yaw):.2f} rad/s")
-    return " ".join(parts) if parts else "stop"
 
 
 def instruction_for(goals: np.ndarray) -> str:

@@ -45,7 +45,7 @@ class InstructionConditioner:
 
     def __call__(self, commands: np.ndarray) -> np.ndarray:
         from flexrl.language.encoder import encode
-        from flexrl.language.relabel import command_phrase
+        from flexrl.language.grammar import command_phrase
 
         keys = [_key(c) for c in commands]
         for key, command in zip(keys, commands, strict=True):
