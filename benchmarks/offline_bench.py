@@ -8,6 +8,9 @@ Datasets, all made by flexrl (`flexrl collect`, each unless it exists in WS):
 - `commands`: the command-following policy (zoo:goal) held at each command of a grid
   (`collect --command`), with noise: its learners are evaluated at commands between the
   grid's, inside the data's range but not in it (interpolation);
+  it is relabelled with hindsight instructions (`flexrl data relabel`: each episode's command
+  said exactly), so BC and the DT are also trained told in words (`data.condition:
+  instruction`) and judged at the held-out commands said the same way;
 - `replay` (with --replay): the rollouts of a PPO training run (`flexrl train --record-to`),
   from its first falls to the end of training.
 
@@ -34,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from flexrl.language.grammar import command_phrase
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 METHODS = {  # name -> (finetune kind, recipe overrides)
@@ -41,11 +46,17 @@ METHODS = {  # name -> (finetune kind, recipe overrides)
     "top-10% BC": ("bc", ["data.top_percent=10"]),
     "DT": ("dt", []),
 }
+# On `commands` only (its copy with hindsight instructions): the same recipes told in words.
+LANGUAGE_METHODS = {
+    "language BC": ("bc", ["data.condition=instruction"]),
+    "language DT": ("dt", ["data.condition=instruction"]),
+}
 SKILLS = ("walk_forward", "turn_left", "turn_right", "goal")
 # The command grid of the `commands` dataset, and the held-out commands between its points.
 GRID = [(vx, 0.0, yaw) for vx in (0.0, 0.5, 1.0) for yaw in (-0.4, 0.0, 0.4)]
 HELD_OUT = [(0.25, 0.0, 0.0), (0.75, 0.0, 0.0), (0.5, 0.0, 0.2), (0.75, 0.0, -0.2)]
 METRICS = ("forward_speed", "fall_rate", "lin_vel_error", "yaw_rate_error", "return_mean")
+SUCCESS = "instruction_success"  # `commands` only: tracked within the skill bars, no fall
 
 
 def flexrl(*args: str, workspace: Path) -> str:
@@ -78,29 +89,39 @@ def ensure_dataset(label: str, args: argparse.Namespace) -> str:
             flexrl("collect", "--policy", f"zoo:{label}", "--task", label,
                    "--episodes", str(args.episodes), "--seed", "100", *common,
                    workspace=ws)  # fmt: skip
-    return json.loads(flexrl("data", "info", name, "--json", workspace=ws))["ref"]
+    ref = json.loads(flexrl("data", "info", name, "--json", workspace=ws))["ref"]
+    if label == "commands":  # hindsight instructions, for the language-conditioned methods
+        told = f"{ref.replace('@', '-')}-told"
+        if not any(d["name"] == told for d in existing):
+            flexrl("data", "relabel", ref, "--name", told, workspace=ws)
+        ref = json.loads(flexrl("data", "info", told, "--json", workspace=ws))["ref"]
+    return ref
 
 
 def evaluate(source: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
-    """`flexrl eval` of SOURCE on `task`, or ("commands") averaged over the held-out commands."""
+    """`flexrl eval` of SOURCE on `task`, or ("commands") averaged over the held-out commands,
+    each given as the command said exactly (a language-conditioned model hears those words,
+    which its data never held; the others get the command they mean)."""
     targets = [["--task", task]] if task != "commands" else [
-        ["--command", command_arg(c)] for c in HELD_OUT
+        ["--instruction", command_phrase(c)] for c in HELD_OUT
     ]  # fmt: skip
     rows = []
     for target in targets:
         episodes = str(args.eval_episodes)
         cli_args = ["eval", source, "--episodes", episodes, *target, "--json", "--seed", "1"]
         report = json.loads(flexrl(*cli_args, workspace=args.workspace))
-        rows.append(next(iter(report["tasks"].values())))
+        row = next(iter(report["tasks"].values()))
+        rows.append({**row, SUCCESS: report["summary"].get(SUCCESS)})
+    keys = (*METRICS, SUCCESS) if task == "commands" else METRICS
     return {
         key: sum(r[key] for r in rows) / len(rows) if all(r[key] is not None for r in rows)
         else None
-        for key in METRICS
+        for key in keys
     }  # fmt: skip
 
 
 def train_and_eval(args: argparse.Namespace, ref: str, task: str, method: str) -> dict[str, Any]:
-    kind, overrides = METHODS[method]
+    kind, overrides = {**METHODS, **LANGUAGE_METHODS}[method]
     steps = args.dt_steps if kind == "dt" else args.bc_steps
     name = f"{ref.replace('@', '-')}-{method.replace('%', '').replace(' ', '-').lower()}"
     sets = [*overrides, f"train.max_steps={steps}", f"train.steps_per_epoch={steps // 4}"]
@@ -150,7 +171,18 @@ def tables(results: dict[str, Any]) -> str:
                      else f"{row['fall_rate']:.0%} (expert 0%)")  # fmt: skip
             cells.append(f"{row['forward_speed'] / expert['forward_speed']:.2f}x, {falls}")
         ratios.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nAgainst the expert:\n\n" + "\n".join(ratios)
+    out = "\n".join(lines) + "\n\nAgainst the expert:\n\n" + "\n".join(ratios)
+    entry = results["datasets"].get("commands")
+    if entry and entry.get("expert"):  # interpolation: told by command against told in words
+        rows = [("expert (zoo:goal)", entry["expert"]), *entry["methods"].items()]
+        out += (
+            "\n\nAt held-out commands (`commands`), success = tracked within the skill bars "
+            "without falling:\n\n| model | success | speed, falls, errors |\n|---|---:|---|\n"
+        )
+        out += "\n".join(
+            f"| {name} | {row.get(SUCCESS) or 0:.0%} | {fmt(row)} |" for name, row in rows
+        )
+    return out
 
 
 def main() -> None:
@@ -195,7 +227,8 @@ def main() -> None:
         if entry.get("expert") is None:
             expert = "zoo:goal" if task in ("commands", "goal") else f"zoo:{task}"
             entry["expert"] = {"policy": expert, **evaluate(expert, task, args)}
-        todo += [(label, ref, task, m) for m in METHODS if m not in entry["methods"]]
+        methods = [*METHODS, *(LANGUAGE_METHODS if label == "commands" else ())]
+        todo += [(label, ref, task, m) for m in methods if m not in entry["methods"]]
     out.write_text(json.dumps(results, indent=2))
 
     def cell(job: tuple[str, str, str, str]) -> None:

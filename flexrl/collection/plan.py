@@ -182,22 +182,34 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
     )
 
 
-def dataset_env(workspace: str | Path, dataset: str) -> dict[str, Any] | None:
+def dataset_env(
+    workspace: str | Path, dataset: str, _seen: frozenset = frozenset()
+) -> dict[str, Any] | None:
     """The env of the run that collected `dataset` (its recipe's `env`), for evaluation and for
-    Minari's env spec; None when the data came from elsewhere (an import) or that run is gone."""
+    Minari's env spec; for a dataset derived from another (`data relabel`), its source's. None
+    when the data came from elsewhere (an import) or that run is gone."""
     import yaml
 
     manifest = open_dataset(dataset, workspace).manifest
     producers = [manifest.lineage.producer_run] + [s.lineage.producer_run for s in manifest.shards]
     ws = Workspace(workspace)
-    for run_id in producers:
-        if not run_id:
-            continue
+    for run_id in dict.fromkeys(p for p in producers if p and p not in _seen):
         try:
             raw = yaml.safe_load((ws.run_dir(run_id) / "recipe.yaml").read_text(encoding="utf-8"))
             return EnvConfig.model_validate(raw["env"]).model_dump(mode="json")
         except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+            pass
+        try:  # a derived dataset: the env of the data it was made from
+            sources = [a.ref for a in ws.load_run(run_id).inputs if a.role == "source"]
+        except FlexrlError:
             continue
+        for ref in sources:
+            try:
+                env = dataset_env(workspace, ref, _seen | {run_id})
+            except FlexrlError:  # the source is gone
+                continue
+            if env is not None:
+                return env
     return None
 
 

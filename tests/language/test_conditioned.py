@@ -63,3 +63,14 @@ def test_data_without_instructions_is_refused(cli, tmp_path):
     assert result.returncode == 2 and "flexrl data relabel" in result.stderr
     assert result.stderr.count("\n") == 1
     assert not list((ws / "runs").glob("*finetune*")) and not list((ws / "runs").glob("*bc*"))
+
+
+def test_relabelled_data_keeps_the_env_it_was_collected_in(cli, told):
+    """A derived dataset's env is its source's (through the relabel run's input), so policies
+    trained on it can be evaluated and it exports to Minari with an env spec."""
+    from flexrl.collection import dataset_env
+
+    result = cli("data", "relabel", "told", "--name", "told-again", "-w", str(told))
+    assert result.returncode == 0, result.stderr
+    env = dataset_env(told, "told-again")
+    assert env is not None and env == dataset_env(told, "told")
