@@ -48,10 +48,10 @@ class InstructionConditioner:
         from flexrl.language.grammar import command_phrase
 
         keys = [_key(c) for c in commands]
-        for key, command in zip(keys, commands, strict=True):
-            if key not in self.embedded:
-                text = self.told.get(key) or command_phrase(command)
-                self.embedded[key] = encode([text])[0]
+        new = {k: c for k, c in zip(keys, commands, strict=True) if k not in self.embedded}
+        if new:  # every new command of this step in one batch (the encoder caches by text)
+            texts = [self.told.get(k) or command_phrase(c) for k, c in new.items()]
+            self.embedded.update(zip(new, encode(texts), strict=True))
         return np.stack([self.embedded[k] for k in keys])
 
 
