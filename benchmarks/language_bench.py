@@ -15,7 +15,8 @@ follows a held-out instruction against the same policy given the true command.
    (flexrl/language/feedback.py): mean velocity error <= 0.25 m/s, yaw-rate error <= 0.2 rad/s,
    no fall. Episodes whose parsed command equals the true one are the same episodes (same
    seeds, same command, deterministic policy), so they are run once.
-Writes benchmarks/results/language_bench.json and prints markdown tables.
+Writes benchmarks/results/language_bench.POLICY.json (language_bench.json without following)
+and prints markdown tables.
 """
 
 from __future__ import annotations
@@ -163,7 +164,9 @@ def main() -> None:
     results = {"encoding": encoding_costs(), "parser": parser_table()}
     if args.instructions > 0:  # 0: the parser and encoding only
         results["following"] = following(args.policy, args.instructions, args.episodes, args.seed)
-    out = ROOT / "benchmarks" / "results" / "language_bench.json"
+    # one file per policy followed ("language_bench.zoo-goal.json"), so runs do not overwrite
+    suffix = f".{args.policy.replace(':', '-')}" if args.instructions > 0 else ""
+    out = ROOT / "benchmarks" / "results" / f"language_bench{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
 
