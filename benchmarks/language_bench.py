@@ -12,9 +12,10 @@ follows a held-out instruction against the same policy given the true command.
 3. Following: N distinct held-out instructions (seeded) whose commands lie in the ranges the
    policy trained on; each episode of the goal task is given
    the parsed command and, with the same seeds, the true one. Success is the skills' criterion
-   (flexrl/language/feedback.py): mean velocity error <= 0.25 m/s, yaw-rate error <= 0.2 rad/s,
-   no fall. Episodes whose parsed command equals the true one are the same episodes (same
-   seeds, same command, deterministic policy), so they are run once.
+   (flexrl/language/feedback.py) against the TRUE command in both cases: mean velocity error
+   <= 0.25 m/s, yaw-rate error <= 0.2 rad/s, no fall. Episodes whose parsed command equals the
+   true one are the same episodes (same seeds, same command, deterministic policy), so they are
+   run once.
 Writes benchmarks/results/language_bench.POLICY.json (language_bench.json without following)
 and prints markdown tables.
 """
@@ -87,10 +88,13 @@ def encoding_costs() -> dict:
 
 
 def following(policy: str, n: int, episodes: int, seed: int) -> dict:
-    from flexrl import evaluation
     from flexrl.envs.tasks import at_command, untrained_commands
+    from flexrl.evaluation import episode_seeds
+    from flexrl.language.feedback import motion_of, succeeded
     from flexrl.language.grammar import generate
     from flexrl.language.parser import OutOfDomain, parse
+    from flexrl.rollout.loop import EpisodeSpec, rollout
+    from flexrl.rollout.slots import EnvSlots
     from flexrl.rollout.sources import load_policy_source
     from flexrl.workspace import Workspace
 
@@ -104,23 +108,32 @@ def following(policy: str, n: int, episodes: int, seed: int) -> dict:
         if not untrained_commands(base, [item.command]):
             by_intent.setdefault(item.intent, []).append(item)
     items = [i for group in zip(*by_intent.values(), strict=False) for i in group][:n]
+    specs = [EpisodeSpec(k, s, "goal") for k, s in enumerate(episode_seeds(seed, episodes))]
 
-    def successes(command, text: str) -> list[bool]:
-        source.env = at_command(base, [command], None)
-        settings = evaluation.EvalSettings(
-            episodes, ["goal"], True, seed, num_envs=episodes, instructions=[text],
-            instruction_steps=source.env.max_episode_steps,
-        )  # fmt: skip
-        report, _ = evaluation.evaluate(source, settings, progress=False)
-        return [e.feedback[0]["success"] for e in report.episodes]
+    def successes(command, meant) -> list[bool]:
+        """Episodes (flexrl eval's seeds) given `command`, judged against the command the
+        instruction `meant`: a misread instruction followed well is still a failure."""
+        slots = EnvSlots(at_command(base, [command], None), episodes)
+        try:
+            actor = source.make_actor(slots.action_space, 0.0, False)
+            dt, out = slots.envs[0].unwrapped.dt, []
+            for rolled in rollout(slots, actor, specs):
+                ep = rolled.episode
+                goals = np.tile(np.asarray(meant, dtype=np.float64), (ep.length, 1))
+                fell = bool(ep.terminations[-1])
+                out.append(succeeded(motion_of(ep.infos["lin_vel"], ep.infos["yaw_rate"],
+                                               goals, fell, dt)))  # fmt: skip
+            return out
+        finally:
+            slots.close()
 
     true_ok, parsed_ok, rows = 0, 0, []
     for k, item in enumerate(items):
-        truth = successes(item.command, item.text)
+        truth = successes(item.command, item.command)
         try:
             command = parse(item.text).command
             same = np.allclose(command, item.command)
-            given = truth if same else successes(command, item.text)
+            given = truth if same else successes(command, item.command)
         except OutOfDomain:
             command, given = None, [False] * episodes
         true_ok += sum(truth)

@@ -87,5 +87,13 @@ def judge(instruction: str, motion: Motion) -> Feedback:
     description = describe(motion)
     a, b = encode([instruction, description])
     lin, yaw = motion.lin_vel_error, motion.yaw_rate_error
-    success = lin <= LIN_VEL_TOLERANCE and yaw <= YAW_RATE_TOLERANCE and not motion.fell
-    return Feedback(instruction, description, float(a @ b), lin, yaw, success)
+    return Feedback(instruction, description, float(a @ b), lin, yaw, succeeded(motion))
+
+
+def succeeded(motion: Motion) -> bool:
+    """Tracked within the skills' tolerances, and did not fall."""
+    return (
+        motion.lin_vel_error <= LIN_VEL_TOLERANCE
+        and motion.yaw_rate_error <= YAW_RATE_TOLERANCE
+        and not motion.fell
+    )
