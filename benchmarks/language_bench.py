@@ -10,8 +10,8 @@ follows a held-out instruction against the same policy given the true command.
    |parsed - true| (Euclidean, over the answered ones); refusal of out-of-domain text.
 2. Encoding: loading MiniLM, one new instruction alone, one in a batch of 64, a cached one.
 3. Following: N distinct held-out instructions (seeded) whose commands lie in the ranges the
-   policy trained on; each episode of the goal task is given
-   the parsed command and, with the same seeds, the true one. Success is the skills' criterion
+   policy trained on; each episode of the goal task is given the parsed command and, with the
+   same seeds, the true one. Success is the skills' criterion
    (flexrl/language/feedback.py) against the TRUE command in both cases: mean velocity error
    <= 0.25 m/s, yaw-rate error <= 0.2 rad/s, no fall. Episodes whose parsed command equals the
    true one are the same episodes (same seeds, same command, deterministic policy), so they are

@@ -265,11 +265,7 @@ def parse_many(texts: list[str], head: ParserHead | None = None) -> list[Parsed]
         number = read_speed(text)
         if intent in MAX_NUMBER and number is not None:
             speed, value = "number", number
-            if number > MAX_NUMBER[intent]:
-                raise OutOfDomain(
-                    f"{_quote(text)} asks {number:g} m/s {intent}; the skills go "
-                    f"{intent} at up to {MAX_NUMBER[intent]:g} m/s"
-                )
+            _check_limits(text, command_for(intent, side, number))
         elif intent != "stop":
             word = SPEED_WORDS[int(speed_p[k].argmax())]
             speed = None if word == "default" else word
@@ -288,7 +284,7 @@ def parse_many(texts: list[str], head: ParserHead | None = None) -> list[Parsed]
 
 
 def _check_limits(text: str, command: Command) -> None:
-    """Refuse a command said exactly that asks more than the skills' ranges."""
+    """Refuse a command that asks more than the skills' ranges (a number in the text)."""
     vx, vy, yaw = command
     way = "forward" if vx >= 0 else "backward"
     limits = (
