@@ -87,15 +87,14 @@ def build_job(
     """The Job manifest, as a plain dict in the API's own field names."""
     k8s = spec.kubernetes
     mount = k8s.workspace_mount
-    resources: dict[str, dict[str, str]] = {
-        "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
-        "limits": {"memory": spec.resources.memory},
-    }
-    if spec.resources.gpu:
-        resources["limits"]["nvidia.com/gpu"] = str(spec.resources.gpu)
+    want = spec.resources
+    disk = {"memory": want.memory, "ephemeral-storage": want.ephemeral_storage}
+    resources: dict[str, dict[str, str]] = {"requests": {"cpu": want.cpu, **disk}, "limits": disk}
+    if want.gpu:
+        resources["limits"]["nvidia.com/gpu"] = str(want.gpu)
     container = {
         "name": CONTAINER,
-        "image": image or k8s.image,
+        "image": image or pinned_image(k8s.image, k8s.image_digest),
         "imagePullPolicy": k8s.image_pull_policy,
         "command": ["flexrl", "sweep", "run-trial", record.id, "--workspace", mount],
         "env": [
@@ -138,6 +137,7 @@ def build_job(
         "metadata": {"labels": labels(record.id)},
         "spec": {
             "restartPolicy": "Never",  # required by podFailurePolicy
+            "activeDeadlineSeconds": k8s.active_deadline_seconds,  # a hung trial ends
             "automountServiceAccountToken": False,  # trials never talk to the API server
             "securityContext": {
                 "runAsNonRoot": True,
@@ -152,7 +152,7 @@ def build_job(
                     "name": "workspace",
                     "persistentVolumeClaim": {"claimName": k8s.workspace_claim},
                 },
-                {"name": "tmp", "emptyDir": {}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": want.tmp}},
             ],
         },
     }
@@ -170,6 +170,16 @@ def build_job(
         },
         "spec": job_spec,
     }
+
+
+def pinned_image(image: str, digest: str | None) -> str:
+    """The image at its digest when one is known ("flexrl:v1" -> "flexrl@sha256:..."): a
+    mutable tag can point at another build by the time a pod pulls it."""
+    if digest is None or "@" in image:
+        return image
+    name, _, last = image.rpartition("/")
+    repository = last.split(":", 1)[0]  # a registry's port ("host:5000/x") is before the "/"
+    return f"{name}/{repository}@{digest}" if name else f"{repository}@{digest}"
 
 
 def fallback_note(version: ServerVersion, spec: SweepSpec, trials: int) -> str | None:

@@ -29,6 +29,7 @@ import itertools
 import json
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -79,18 +80,65 @@ class Metric(StrictModel):
     goal: Literal["minimize", "maximize"] = "maximize"
 
 
+# A Kubernetes resource quantity ("500m", "2", "1.5Gi", "1e3"): checked when the spec is read,
+# so a typo is a spec error (exit 2), not a Job the API server rejects after records exist.
+_QUANTITY = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?$")
+_SCALE = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}  # fmt: skip
+
+
+def quantity(text: str) -> float:
+    """The value of a Kubernetes quantity ("2Gi" -> 2147483648.0); ValueError if it is none."""
+    match = _QUANTITY.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a Kubernetes quantity (e.g. '500m' or '2' CPUs, '2Gi' of memory)"
+        )
+    number, suffix = match.groups()
+    if suffix and suffix[0] in "eE":
+        return float(number + suffix)
+    return float(number) * _SCALE.get(suffix or "", 1.0)
+
+
 class Resources(StrictModel):
     """Per trial: Kubernetes requests/limits (the local backend ignores them)."""
 
     cpu: str = "1"
     memory: str = "2Gi"
     gpu: int = Field(0, ge=0, description="nvidia.com/gpu")
+    # The pod's local disk (its writable layer and the /tmp emptyDir): over its limit the kubelet
+    # evicts the pod, instead of a trial filling the node's disk.
+    ephemeral_storage: str = "8Gi"
+    tmp: str = Field("4Gi", description="sizeLimit of the /tmp emptyDir (caches, scratch)")
+
+    @field_validator("cpu", "memory", "ephemeral_storage", "tmp")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if quantity(value) <= 0:
+            raise ValueError(f"{value!r} must be more than zero")
+        return value
+
+    @model_validator(mode="after")
+    def _tmp_fits(self) -> Resources:
+        if quantity(self.tmp) > quantity(self.ephemeral_storage):
+            raise ValueError(
+                f"tmp ({self.tmp}) must fit in ephemeral_storage ({self.ephemeral_storage})"
+            )
+        return self
+
+
+_DIGEST = r"^sha256:[0-9a-f]{64}$"
 
 
 class KubernetesOptions(StrictModel):
     namespace: str = "flexrl"
     image: str = "flexrl:latest"
+    # The image's content digest (`docker inspect --format '{{index .RepoDigests 0}}'`): when
+    # given, trials run `image@digest`, which a retag or push cannot change under a sweep.
+    image_digest: Annotated[str, Field(pattern=_DIGEST)] | None = None
     image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
+    # Each trial pod's wall-clock limit: a hung trial is killed and counts as a failed try.
+    active_deadline_seconds: int = Field(24 * 3600, ge=1)
     workspace_claim: str = "flexrl-workspace"
     # Where the claim is mounted in the pod; run-trial gets it as --workspace.
     workspace_mount: str = "/workspace"

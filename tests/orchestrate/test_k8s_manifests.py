@@ -70,12 +70,64 @@ def test_job_carries_the_sweep(sweep):
     container = pod["containers"][0]
     assert container["command"][:4] == ["flexrl", "sweep", "run-trial", record.id]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert container["resources"]["requests"] == {"cpu": "2", "memory": "3Gi"}
+    assert container["resources"]["requests"] == {
+        "cpu": "2", "memory": "3Gi", "ephemeral-storage": "8Gi"
+    }  # fmt: skip
     assert container["imagePullPolicy"] == "IfNotPresent"
     claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
     assert claim == "flexrl-workspace"
     for labels in (job["metadata"]["labels"], spec["template"]["metadata"]["labels"]):
         assert labels[k8s.SWEEP_LABEL] == record.id
+
+
+def test_pods_are_bounded_in_time_and_disk(spec_file, workspace):
+    """A hung trial ends (activeDeadlineSeconds), a trial cannot fill the node's disk
+    (ephemeral-storage and the emptyDir's sizeLimit), all from the spec."""
+    loaded = load_spec(
+        spec_file(
+            "name: lr\nmetric: {name: r}\nresources: {ephemeral_storage: 20Gi, tmp: 5Gi}\n"
+            "kubernetes: {active_deadline_seconds: 3600}\n"
+        )
+    )
+    record = SweepStore(workspace).create(loaded, "k8s")
+    manifest = k8s.build_job(record, loaded.spec, "j")
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["activeDeadlineSeconds"] == 3600
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"]["ephemeral-storage"] == "20Gi"
+    assert resources["limits"] == {"memory": "2Gi", "ephemeral-storage": "20Gi"}
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "5Gi"}} in pod["volumes"]
+    for version in VERSIONS:
+        validate(manifest, version)
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("image", "pinned"),
+    [
+        ("flexrl:latest", f"flexrl@{DIGEST}"),
+        ("flexrl", f"flexrl@{DIGEST}"),
+        ("localhost:5000/lab/flexrl:v2", f"localhost:5000/lab/flexrl@{DIGEST}"),
+        ("localhost:5000/flexrl", f"localhost:5000/flexrl@{DIGEST}"),
+        (f"ghcr.io/x/flexrl@{DIGEST}", f"ghcr.io/x/flexrl@{DIGEST}"),  # already pinned
+    ],
+)
+def test_image_is_pinned_to_its_digest_when_known(image, pinned):
+    assert k8s.pinned_image(image, DIGEST) == pinned
+    assert k8s.pinned_image(image, None) == image
+
+
+def test_job_runs_the_spec_image_at_its_digest(spec_file, workspace):
+    loaded = load_spec(
+        spec_file(f"name: lr\nmetric: {{name: r}}\nkubernetes: {{image_digest: '{DIGEST}'}}\n")
+    )
+    record = SweepStore(workspace).create(loaded, "k8s")
+    container = k8s.build_job(record, loaded.spec, "j")["spec"]["template"]["spec"]["containers"]
+    assert container[0]["image"] == f"flexrl@{DIGEST}"
+    explicit = k8s.build_job(record, loaded.spec, "j", image="flexrl:abc123")  # --image wins
+    assert explicit["spec"]["template"]["spec"]["containers"][0]["image"] == "flexrl:abc123"
 
 
 def test_old_server_falls_back_to_a_job_wide_backoff(sweep):

@@ -74,6 +74,24 @@ def test_random_search_is_seeded_and_within_bounds(spec_file):
             "name: x\nmetric: {name: r}\nparameters:\n  ppo.num_steps: {values: [abc]}\n",
             "trial 0: ppo.num_steps",
         ),
+        (
+            "name: x\nmetric: {name: r}\nresources: {cpu: lots}\n",
+            "resources.cpu: value error, 'lots' is not a Kubernetes quantity",
+        ),
+        ("name: x\nmetric: {name: r}\nresources: {memory: 2GB}\n", "resources.memory"),
+        ("name: x\nmetric: {name: r}\nresources: {cpu: '0'}\n", "must be more than zero"),
+        (
+            "name: x\nmetric: {name: r}\nresources: {ephemeral_storage: 1Gi, tmp: 2Gi}\n",
+            "tmp (2Gi) must fit in ephemeral_storage (1Gi)",
+        ),
+        (
+            "name: x\nmetric: {name: r}\nkubernetes: {image_digest: abc}\n",
+            "kubernetes.image_digest",
+        ),
+        (
+            "name: x\nmetric: {name: r}\nkubernetes: {active_deadline_seconds: 0}\n",
+            "active_deadline_seconds",
+        ),
     ],
 )
 def test_bad_specs_fail_naming_the_key(spec_file, body, fragment):
@@ -87,6 +105,10 @@ def test_bad_spec_on_the_command_line_exits_2_and_records_nothing(cli, spec_file
     path = spec_file("name: x\nmetric: {name: r}\nparameters:\n  ppo.gama: {values: [0.9]}\n")
     result = cli("sweep", "submit", str(path), "--workspace", str(workspace))
     assert_one_line_error(result, "ppo.gama: unknown key", "gamma")
+    assert not workspace.exists()
+    path = spec_file("name: x\nmetric: {name: r}\nresources: {cpu: lots}\n")
+    result = cli("sweep", "submit", str(path), "--backend", "k8s", "--workspace", str(workspace))
+    assert_one_line_error(result, "resources.cpu", "not a Kubernetes quantity")
     assert not workspace.exists()
     result = cli("sweep", "submit", "missing.yaml", "--workspace", str(workspace))
     assert_one_line_error(result, "sweep spec not found: missing.yaml")
