@@ -11,11 +11,11 @@ follows a held-out instruction against the same policy given the true command.
 2. Encoding: loading MiniLM, one new instruction alone, one in a batch of 64, a cached one.
 3. Following: N distinct held-out instructions (seeded) whose commands lie in the ranges the
    policy trained on; each episode of the goal task is given the parsed command and, with the
-   same seeds, the true one. Success is the skills' criterion
-   (flexrl/language/feedback.py) against the TRUE command in both cases: mean velocity error
-   <= 0.25 m/s, yaw-rate error <= 0.2 rad/s, no fall. Episodes whose parsed command equals the
-   true one are the same episodes (same seeds, same command, deterministic policy), so they are
-   run once.
+   same seeds, the true one (each instruction has seeds of its own). Success is the skills'
+   criterion (flexrl/language/feedback.py) against the TRUE command in both cases: mean
+   velocity error <= 0.25 m/s, yaw-rate error <= 0.2 rad/s, no fall. Episodes whose parsed
+   command equals the true one are the same episodes (same seeds, same command, deterministic
+   policy), so they are run once.
 Writes benchmarks/results/language_bench.POLICY.json (language_bench.json without following)
 and prints markdown tables.
 """
@@ -108,11 +108,14 @@ def following(policy: str, n: int, episodes: int, seed: int) -> dict:
         if not untrained_commands(base, [item.command]):
             by_intent.setdefault(item.intent, []).append(item)
     items = [i for group in zip(*by_intent.values(), strict=False) for i in group][:n]
-    specs = [EpisodeSpec(k, s, "goal") for k, s in enumerate(episode_seeds(seed, episodes))]
+    # Each instruction its own episode seeds (the true and the told command share them): with
+    # one set for all, the instructions of one command were the same episodes, all or nothing.
+    seeds = episode_seeds(seed, len(items) * episodes)
 
-    def successes(command, meant) -> list[bool]:
-        """Episodes (flexrl eval's seeds) given `command`, judged against the command the
+    def successes(command, meant, k: int) -> list[bool]:
+        """Instruction k's episodes given `command`, judged against the command the
         instruction `meant`: a misread instruction followed well is still a failure."""
+        specs = [EpisodeSpec(j, s, "goal") for j, s in enumerate(seeds[k * episodes :][:episodes])]
         slots = EnvSlots(at_command(base, [command], None), episodes)
         try:
             actor = source.make_actor(slots.action_space, 0.0, False)
@@ -129,11 +132,11 @@ def following(policy: str, n: int, episodes: int, seed: int) -> dict:
 
     true_ok, parsed_ok, rows = 0, 0, []
     for k, item in enumerate(items):
-        truth = successes(item.command, item.command)
+        truth = successes(item.command, item.command, k)
         try:
             command = parse(item.text).command
             same = np.allclose(command, item.command)
-            given = truth if same else successes(command, item.command)
+            given = truth if same else successes(command, item.command, k)
         except OutOfDomain:
             command, given = None, [False] * episodes
         true_ok += sum(truth)

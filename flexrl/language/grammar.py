@@ -32,28 +32,43 @@ Command = tuple[float, float, float]
 
 # concept -> (words seen in training, words kept for the held-out split)
 WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "walk": (("walk", "go", "move", "head", "travel", "march", "make your way"),
+    "walk": (("walk", "go", "move", "head", "travel", "march", "make your way", "step", "advance",
+              "stride", "set off", "get moving"),
              ("stroll", "proceed")),
-    "forward": (("forward", "forwards", "ahead", "straight ahead", "straight on"),
+    "forward": (("forward", "forwards", "ahead", "straight ahead", "straight on", "forth",
+                 "frontward", "straight", "in front of you"),
                 ("onward", "to the front")),
-    "backward": (("backwards", "backward", "in reverse"), ("rearward", "back")),
+    "backward": (("backwards", "backward", "in reverse", "to the rear", "reverse"),
+                 ("rearward", "back")),
     "left": (("left", "to the left", "to your left", "on your left", "to the left hand side"),
              ("leftward", "toward your left side")),
     "right": (("right", "to the right", "to your right", "on your right",
                "to the right hand side"), ("rightward", "toward your right side")),
-    "turn": (("turn", "rotate", "spin", "twist"), ("pivot", "swivel")),
+    "turn": (("turn", "rotate", "spin", "twist", "swing", "wheel", "rotate yourself",
+              "spin around"),
+             ("pivot", "swivel")),
     "sidestep": (("sidestep", "step sideways", "shuffle sideways", "move sideways",
-                  "walk sideways"), ("strafe", "slide")),
+                  "walk sideways", "side-step", "crab walk", "shift sideways", "scoot sideways",
+                  "shuffle"),
+                 ("strafe", "slide")),
     "stop": (
         ("stop", "halt", "stand still", "stay where you are", "do not move", "stay put",
-         "pause", "don't move", "wait there"),
+         "pause", "don't move", "wait there", "stop moving", "stay still", "remain where you are",
+         "stand", "cease moving", "hold your position", "wait", "stay in place",
+         "that's enough", "be still"),
         ("freeze", "come to a rest", "hold still"),
     ),
-    "slow": (("slowly", "gently", "at a slow pace", "carefully", "calmly", "at an easy pace"),
+    "slow": (("slowly", "gently", "at a slow pace", "carefully", "calmly", "at an easy pace",
+              "at a crawl", "steadily", "lazily", "at a gentle pace", "without hurrying",
+              "at a relaxed pace", "softly", "at a snail's pace", "a bit slower"),
              ("leisurely", "unhurriedly")),
     "fast": (("quickly", "fast", "at full speed", "swiftly", "as fast as you can",
-              "at top speed"), ("briskly", "rapidly")),
-    "while": (("while turning", "and turn", "in an arc", "veering", "while steering"),
+              "at top speed", "speedily", "hastily", "hurriedly", "in a hurry", "at high speed",
+              "at a quick pace", "at a fast pace", "at a run", "with haste", "energetically",
+              "a bit faster"),
+             ("briskly", "rapidly")),
+    "while": (("while turning", "and turn", "in an arc", "veering", "while steering",
+               "while rotating", "and steer", "in a circle", "along an arc", "bearing"),
               ("curving",)),
 }  # fmt: skip
 # Politeness and urgency around a training instruction ("{}" is the instruction); the held-out
@@ -118,9 +133,13 @@ OUT_OF_DOMAIN: tuple[tuple[str, ...], tuple[str, ...]] = (
 )  # fmt: skip
 
 # Commands each intent means: the skills' ranges, and what "slowly" / "quickly" / no speed is.
-SPEEDS = {"forward": {"slow": 0.3, None: 0.6, "fast": 1.0}, "backward": {"slow": 0.15, None: 0.3},
-          "side": {"slow": 0.1, None: 0.2}, "turn": {"slow": 0.25, None: 0.5},
-          "arc": {"slow": 0.3, None: 0.6}}  # fmt: skip
+# "quickly" is every intent's fastest: the skills turn and side-step at one top speed, so a turn
+# asked quickly is the default turn, never a slow one.
+SPEEDS = {"forward": {"slow": 0.3, None: 0.6, "fast": 1.0},
+          "backward": {"slow": 0.15, None: 0.3, "fast": 0.3},
+          "side": {"slow": 0.1, None: 0.2, "fast": 0.2},
+          "turn": {"slow": 0.25, None: 0.5, "fast": 0.5},
+          "arc": {"slow": 0.3, None: 0.6, "fast": 1.0}}  # fmt: skip
 MAX_NUMBER = {"forward": 1.0, "backward": 0.3, "side": 0.2}  # m/s a number may ask
 ARC_YAW_RATE = 0.3  # rad/s of "walk forward while turning"
 

@@ -47,7 +47,7 @@ SPEED_WORDS = ("default", "slow", "fast")
 MAX_CHARS = 200  # an instruction is a sentence; longer text is refused before encoding
 MIN_SIMILARITY = 0.3  # cosine to the nearest reference instruction (benchmarks/RESULTS.md)
 MIN_CONFIDENCE = 0.3
-TRAIN_INSTRUCTIONS = 20_000  # drawn from the grammar's train split (about 12,000 distinct)
+TRAIN_INSTRUCTIONS = 20_000  # drawn from the grammar's train split (about 14,000 distinct)
 REFERENCES = 3_000  # training instructions kept (float16) for the similarity check
 NONE_WEIGHT = 3.0  # the refusal class is rarer than each intent: weigh it up
 
