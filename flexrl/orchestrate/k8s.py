@@ -88,8 +88,10 @@ def build_job(
     k8s = spec.kubernetes
     mount = k8s.workspace_mount
     want = spec.resources
-    disk = {"memory": want.memory, "ephemeral-storage": want.ephemeral_storage}
-    resources: dict[str, dict[str, str]] = {"requests": {"cpu": want.cpu, **disk}, "limits": disk}
+    capped = {"memory": want.memory, "ephemeral-storage": want.ephemeral_storage}  # requested too
+    resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": want.cpu, **capped}, "limits": dict(capped)
+    }  # fmt: skip
     if want.gpu:
         resources["limits"]["nvidia.com/gpu"] = str(want.gpu)
     container = {

@@ -133,8 +133,9 @@ _DIGEST = r"^sha256:[0-9a-f]{64}$"
 class KubernetesOptions(StrictModel):
     namespace: str = "flexrl"
     image: str = "flexrl:latest"
-    # The image's content digest (`docker inspect --format '{{index .RepoDigests 0}}'`): when
-    # given, trials run `image@digest`, which a retag or push cannot change under a sweep.
+    # The image's content digest, "sha256:..." (what `docker push` prints, or the part after "@"
+    # of `docker inspect --format '{{index .RepoDigests 0}}'`): when given, trials run
+    # `image@digest`, which a retag or push cannot change under a sweep.
     image_digest: Annotated[str, Field(pattern=_DIGEST)] | None = None
     image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
     # Each trial pod's wall-clock limit: a hung trial is killed and counts as a failed try.
