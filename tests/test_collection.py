@@ -189,13 +189,14 @@ def test_same_seed_gives_identical_arrays(ws, humanoid):
 
 def test_workers_split_the_episodes_with_disjoint_seeds(ws, humanoid):
     result = humanoid["two"]
-    # Each worker commits its own version (two-phase, in worker order); the last holds all.
-    assert [v["ref"] for v in result["versions"]] == ["hum-two@v1", "hum-two@v2"]
-    assert result["ref"] == "hum-two@v2" and result["episodes"] == 6
-    first, both = open_dataset("hum-two@v1", ws), open_dataset("hum-two@v2", ws)
-    assert len(first) == 3 and len(both) == 6
-    assert seeds(both)[:3] == seeds(first)
-    assert sorted(seeds(both)) == list(range(7, 13))
+    # The workers' shards are committed as one version, in worker order.
+    assert [v["ref"] for v in result["versions"]] == ["hum-two@v1"]
+    assert result["ref"] == "hum-two@v1" and result["episodes"] == 6
+    both = open_dataset("hum-two@v1", ws)
+    assert len(both) == 6 and sorted(seeds(both)) == list(range(7, 13))
+    assert sorted(seeds(both)[:3]) == [7, 8, 9]  # worker 0's episodes first
+    assert len(both.manifest.shards) == 2  # one shard per worker
+    assert not list((Path(ws) / "datasets" / "hum-two" / "leases").glob("*.json"))
     run = Workspace(ws).load_run(result["run"])
     assert [(a.ref, a.digest) for a in run.outputs] == [
         (v["ref"], v["digest"]) for v in result["versions"]

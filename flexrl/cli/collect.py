@@ -51,7 +51,7 @@ def collect(
     instruction: InstructionOption = None,
     instructions: InstructionsOption = None,
     workers: Annotated[
-        int, typer.Option(help="Processes collecting in parallel (each commits a version).")
+        int, typer.Option(help="Processes collecting in parallel (one version for all).")
     ] = 1,
     num_envs: Annotated[
         int,

@@ -33,19 +33,14 @@ plain gymnasium envs), policy (the checkpoint's sha256 digest, or "random"), goa
 keys (Humanoid: lin_vel, yaw_rate, xy, heading and every reward term as `reward_terms.<term>`).
 
 Workers and versions: `workers=W` starts W processes (spawn, one torch thread each); worker w
-collects a contiguous block of the episodes and writes its own shards, concurrently. The store's
-public API has no way to commit shards that another process wrote, so **each worker commits its
-own version**: one collection with W workers creates W versions (consecutive unless another
-writer commits in between), the last of which holds every episode of the collection (versions
-only ever append). `CollectResult.ref` and the printed summary name that last version.
-To keep this close to "one collection, all or nothing", commits are two-phase: every worker
-first writes all its shards (invisible to readers), and only when all W are ready does the
-parent let them commit, one after the other in worker order (so the episode order in the
-dataset is reproducible too).
-An interruption before that point (Ctrl-C, SIGTERM, a failing worker) commits nothing and the
-workers delete their shards; one during the commit phase (milliseconds) can leave the first
-workers' versions committed, and the run's outputs list exactly the versions that exist.
-With one worker (the default) everything runs in this process and makes one version.
+collects a contiguous block of the episodes and writes its own shards, concurrently, under its
+own writer lease. **One collection is one version**, whatever W: when every worker has written
+all its shards (still invisible to readers), the parent's writer adopts them in worker order
+(its lease names them before any worker lets go of its own, so gc never sees them
+unprotected; `ShardWriter.hand_over` / `let_go` / `adopt`) and commits them as one version, so
+the episode order in the dataset is reproducible too. An interruption at any point (Ctrl-C,
+SIGTERM, a failing worker) commits nothing: the workers and the parent delete the shards they
+hold, and a `kill -9` leaves shards that `flexrl data gc` finds once their leases expire.
 
 Modules: `plan.py` checks a request into a plan before a run or a shard exists; `jobs.py`
 rolls one process's share of the episodes out (flexrl.rollout) into a writer; `workers.py`

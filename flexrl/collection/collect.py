@@ -75,10 +75,6 @@ def collect(plan: CollectPlan, run: Run, progress: bool = True) -> CollectResult
             policy_id=plan.policy_id,
             lineage=lineage,
             episode_ids=share,
-            message=(
-                f"flexrl collect: episodes {share[0]}-{share[-1]} of {settings.episodes}, "
-                f"policy {settings.policy}, {env_name(settings.env)}, seed {settings.seed}"
-            ),
         )
         for share in shares
     ]
@@ -94,21 +90,27 @@ def collect(plan: CollectPlan, run: Run, progress: bool = True) -> CollectResult
         )
 
     description = f"collect {settings.dataset}"
+    workers = f", {len(jobs)} workers" if len(jobs) > 1 else ""
     with EpisodeProgress(settings.episodes, description, progress) as bar:
-        if len(jobs) == 1:
-            job = jobs[0]
-            with ShardWriter(
-                settings.dataset,
-                job.workspace,
-                lineage=job.lineage,
-                message=job.message,
-                allow_nonfinite=settings.allow_nonfinite,
-            ) as writer:
-                write_episodes(job, writer, lambda ep: bar.advance(ep.length, ep.episode_return))
-            for manifest in writer.committed:
-                committed(manifest.version)
-        else:
-            run_workers(jobs, bar, committed)
+        # One version for the whole collection: with workers, this writer adopts their shards.
+        with ShardWriter(
+            settings.dataset,
+            plan.workspace,
+            lineage=lineage,
+            message=(
+                f"flexrl collect: {settings.episodes} episodes, policy {settings.policy}, "
+                f"{env_name(settings.env)}, seed {settings.seed}{workers}"
+            ),
+            allow_nonfinite=settings.allow_nonfinite,
+        ) as writer:
+            if len(jobs) == 1:
+                write_episodes(
+                    jobs[0], writer, lambda ep: bar.advance(ep.length, ep.episode_return)
+                )
+            else:
+                run_workers(jobs, bar, writer)
+        for manifest in writer.committed:
+            committed(manifest.version)
     # Versions only append: the one before this collection's first is what it was added to.
     first = versions[0].version if versions else 1
     previous = resolve(f"{settings.dataset}@v{first - 1}", plan.workspace) if first > 1 else None

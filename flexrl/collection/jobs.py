@@ -26,7 +26,6 @@ class Job:
     policy_id: str
     lineage: Lineage
     episode_ids: range
-    message: str
 
 
 def run_episodes(job: Job) -> Iterator[Episode]:

@@ -1,5 +1,6 @@
 """Several shares of a collection as spawned worker processes (see flexrl.collection): each
-writes its shards, and when all are ready the parent lets them commit, one after the other."""
+writes its shards and hands them over; when all are ready the parent's writer adopts them, in
+worker order, and commits them as one version."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import queue
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 from flexrl.collection.jobs import Job, write_episodes
@@ -34,9 +34,10 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def _worker(
-    worker: int, job: Job, messages: Any, commit: Any, abort: Any
+    worker: int, job: Job, messages: Any, adopted: Any, abort: Any
 ) -> None:  # pragma: no cover - runs in a spawned process (tested through the CLI)
-    """One worker: collect its share, write its shards, wait for the go, commit its version."""
+    """One worker: collect its share, write its shards, hand them to the parent, and let go of
+    them once the parent's lease names them."""
     # SIGTERM (the parent's terminate) unwinds like Ctrl-C: the writer deletes its shards.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
@@ -48,7 +49,6 @@ def _worker(
             job.settings.dataset,
             job.workspace,
             lineage=job.lineage,
-            message=job.message,
             allow_nonfinite=job.settings.allow_nonfinite,
         ) as writer:
             write_episodes(
@@ -56,15 +56,15 @@ def _worker(
                 writer,
                 lambda ep: messages.put(("episode", worker, ep.length, ep.episode_return)),
             )
-            writer.flush()  # every shard on disk, still invisible
-            messages.put(("ready", worker))
-            while not commit.wait(0.2):
+            # every shard on disk, still invisible; this writer's lease protects them from gc
+            messages.put(("ready", worker, writer.hand_over(), writer.schema))
+            while not adopted.wait(0.2):
                 if abort.is_set() or os.getppid() == 1:  # called off, or the parent is gone
                     raise _Abort
             if abort.is_set():
                 raise _Abort
-        versions = [m.version for m in writer.committed]
-        messages.put(("committed", worker, versions))
+            writer.let_go()  # the parent's lease names them now: leave them, commit nothing
+        messages.put(("handed", worker))
     except (_Abort, KeyboardInterrupt):
         messages.put(("aborted", worker))
     except FlexrlError as e:
@@ -73,25 +73,25 @@ def _worker(
         messages.put(("error", worker, f"{type(e).__name__}: {e}", False))
 
 
-def run_workers(jobs: list[Job], bar: EpisodeProgress, committed: Callable[[int], None]) -> None:
-    """Start one spawned process per job, show their progress, then commit in worker order."""
+def run_workers(jobs: list[Job], bar: EpisodeProgress, writer: ShardWriter) -> None:
+    """Start one spawned process per job and show their progress; once every worker has
+    written its shards, `writer` adopts them in worker order (the caller commits them)."""
     ctx = mp.get_context("spawn")
     messages = ctx.Queue()
     abort = ctx.Event()
-    commits = [ctx.Event() for _ in jobs]
+    adopted = [ctx.Event() for _ in jobs]
     procs = [
         ctx.Process(
             target=_worker,
-            args=(w, job, messages, commits[w], abort),
+            args=(w, job, messages, adopted[w], abort),
             name=f"flexrl-collect-{w}",
             daemon=True,
         )
         for w, job in enumerate(jobs)
     ]
     started: list[mp.process.BaseProcess] = []
-    ready: set[int] = set()
+    ready: dict[int, tuple[Any, Any]] = {}
     done: set[int] = set()
-    next_commit = 0
     try:
         for proc in procs:
             proc.start()
@@ -113,21 +113,20 @@ def run_workers(jobs: list[Job], bar: EpisodeProgress, committed: Callable[[int]
             if kind == "episode":
                 bar.advance(message[2], message[3])
             elif kind == "ready":
-                ready.add(w)
-            elif kind == "committed":
-                for version in message[2]:
-                    committed(version)
+                ready[w] = (message[2], message[3])
+                if len(ready) == len(procs):  # all written: take them over, in worker order
+                    for k in range(len(procs)):
+                        shards, schema = ready[k]
+                        writer.adopt(shards, schema)
+                        adopted[k].set()
+            elif kind == "handed":
                 done.add(w)
-                next_commit += 1
             elif kind == "error":
                 if message[3]:
                     raise FlexrlError(f"collect worker {w}: {message[2]}")
                 raise RuntimeError(f"collect worker {w} failed: {message[2]}")
             elif kind == "aborted":
                 raise KeyboardInterrupt(f"collect worker {w} was interrupted")
-            # Commit one at a time, in worker order, once every worker has all its shards.
-            if len(ready) == len(procs) and next_commit < len(procs):
-                commits[next_commit].set()
         for proc in procs:
             proc.join()
     finally:

@@ -259,6 +259,33 @@ class ShardWriter:
         self._pending.append(entry)
         return entry
 
+    def hand_over(self) -> list[ShardEntry]:
+        """Flush, and the shards this writer holds uncommitted, for another writer (in another
+        process) to `adopt`; the shards stay this writer's until `let_go`."""
+        self.flush()
+        return list(self._pending)
+
+    def let_go(self) -> None:
+        """Forget the handed-over shards without deleting them and drop the lease: call once
+        the adopting writer's lease names them, so gc sees them protected throughout."""
+        self._pending = []
+        self._release()
+
+    def adopt(self, shards: list[ShardEntry], schema: Schema) -> None:
+        """Take over shards that other writers wrote and handed over: this writer's lease
+        names them from now on and its next commit includes them (after its own), so W
+        processes' shards become one version."""
+        if self.schema is None:
+            self.schema = schema
+        elif problem := self.schema.mismatch(schema):
+            raise FlexrlError(f"shards do not fit dataset {self.paths.name}: {problem}")
+        if shards and self._lease is None:
+            self._lease = Lease(self.paths, self.lease_ttl_s)
+        for entry in shards:
+            assert self._lease is not None
+            self._lease.add(entry.id)
+            self._pending.append(entry)
+
     def commit(self, message: str | None = None) -> Manifest | None:
         """Flush, then create a version holding every shard written so far; None if empty."""
         self.flush()

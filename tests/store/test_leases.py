@@ -202,3 +202,32 @@ def test_gc_finishes_a_deletion_it_was_stopped_in(ws: Path, rng) -> None:
     assert [(o.kind, o.status) for o in gc("walk", ws)] == [("tmp", "deletable")]
     assert [o.deleted for o in gc("walk", ws, apply=True)] == [True]
     assert not leftover.exists() and verify("walk", ws).ok
+
+
+def test_shards_handed_over_become_one_version_and_stay_protected(ws: Path) -> None:
+    """What `collect --workers W` does: W writers hand their flushed shards to one writer that
+    adopts them (its lease names them before theirs let go) and commits them as one version."""
+    base_version(ws)
+    workers = [ShardWriter("walk", ws, durable=False, shard_episodes=2) for _ in range(2)]
+    for w, writer in enumerate(workers):
+        for k in range(3):
+            writer.add_episode(**episode(1, 10 * w + k))
+    parent = ShardWriter("walk", ws, durable=False, message="one collection")
+    for writer in workers:
+        parent.adopt(writer.hand_over(), writer.schema)
+    pending = uncommitted(ws)
+    assert len(pending) == 4  # 2 + 1 per worker
+    age(pending, TWO_HOURS)
+    for writer in workers:
+        writer.let_go()  # nothing deleted, nothing committed
+        assert writer.commit() is None
+    assert all(p.is_dir() for p in pending)
+    orphans = gc("walk", ws, apply=True, grace_s=0)  # the parent's lease protects them
+    assert len(orphans) == 4 and {o.status for o in orphans} == {"writer running"}
+    assert all(p.is_dir() for p in pending)
+    manifest = parent.commit()
+    assert manifest is not None and manifest.version == 2
+    ds = open_dataset("walk", ws)
+    assert [e.seed for e in ds][3:] == [1000 + 10 * w + k for w in range(2) for k in range(3)]
+    assert verify("walk", ws).ok
+    assert not any((ws / "datasets/walk/leases").iterdir())
