@@ -121,16 +121,18 @@ def test_ppo_collection_beats_random_and_records_lineage(ws, random_pendulum, pp
 
 
 def replay(env_cfg: EnvConfig, episode) -> None:
-    """Re-run an episode from its seed and actions; every stored observation must match."""
+    """Re-run an episode from its seed and actions; every stored value must be the env's,
+    exactly, in the dtype it was stored in (float64 is stored as float32 by default)."""
     env = make_flat_env(env_cfg)
     obs, _ = env.reset(seed=episode.seed)
+    stored = episode.observations.dtype
     for t, action in enumerate(episode.actions):
-        np.testing.assert_array_equal(obs, episode.observations[t])
+        np.testing.assert_array_equal(obs.astype(stored), episode.observations[t])
         obs, reward, term, trunc, _ = env.step(action)
-        assert reward == episode.rewards[t]
+        assert np.asarray(reward, episode.rewards.dtype) == episode.rewards[t]
         assert (term, trunc) == (episode.terminations[t], episode.truncations[t])
     assert term or trunc
-    np.testing.assert_array_equal(obs, episode.final_observation)  # observations[T]
+    np.testing.assert_array_equal(obs.astype(stored), episode.final_observation)  # obs[T]
     env.close()
 
 
@@ -164,7 +166,8 @@ def test_humanoid_task_stores_goals_tasks_and_infos(ws, humanoid):
         assert episode.infos["lin_vel"].shape == (episode.length, 2)
         assert episode.infos["yaw_rate"].shape == (episode.length,)
         terms = [v for k, v in episode.infos.items() if k.startswith("reward_terms.")]
-        np.testing.assert_allclose(np.sum(terms, axis=0), episode.rewards)
+        # stored as float32: the terms' sum and the total round apart in the last bit
+        np.testing.assert_allclose(np.sum(terms, axis=0), episode.rewards, rtol=1e-6)
         assert episode.terminations[-1]  # a random Humanoid falls
     replay(EnvConfig(task="goal"), ds.episode(3))
 
@@ -228,7 +231,7 @@ def test_noisy_episodes_are_the_one_env_loops(ws):
         obs, _ = env.reset(seed=40 + k)
         rng = np.random.default_rng([40 + k, 1])
         for t in range(episode.length):
-            np.testing.assert_array_equal(obs, episode.observations[t])
+            np.testing.assert_array_equal(obs.astype(np.float32), episode.observations[t])
             with torch.no_grad():  # the mean before clipping: the noise is added to it
                 x = torch.as_tensor(policy.obs_normalizer(obs[None]))
                 mean = policy.agent.actor_mean(x).numpy()[0].astype(np.float64)
@@ -236,7 +239,7 @@ def test_noisy_episodes_are_the_one_env_loops(ws):
             action = np.clip(noisy, policy.action_low, policy.action_high)
             np.testing.assert_array_equal(action.astype(np.float32), episode.actions[t])
             obs, reward, *_ = env.step(episode.actions[t])
-            assert reward == episode.rewards[t]
+            assert np.float32(reward) == episode.rewards[t]
     env.close()
 
 
@@ -399,3 +402,29 @@ def test_sigterm_stops_workers_and_commits_nothing(workspace):
     while _marked_processes(mark) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _marked_processes(mark) == []
+
+
+def test_float64_is_stored_as_float32_unless_asked(ws):
+    """MuJoCo observes in float64: collect stores float32 (half the bytes, what the policies
+    consume) unless --float64, and a dataset keeps the dtypes of its first version."""
+    args = ("--policy", "random", "--env-id", PENDULUM, "--episodes", "2", "--num-envs", "1",
+            "--seed", "5")  # fmt: skip
+    collect(ws, *args, "--dataset", "pend-32")
+    collect(ws, *args, "--dataset", "pend-64", "--float64")
+    f32, f64 = open_dataset("pend-32", ws), open_dataset("pend-64", ws)
+    floats = [
+        k for k, spec in f64.schema.step_arrays().items() if np.dtype(spec.dtype) == np.float64
+    ]
+    assert {"observations", "rewards"} <= set(floats)
+    for name in floats:
+        assert f32.array(name).dtype == np.float32, name
+        np.testing.assert_array_equal(f64.array(name).astype(np.float32), f32.array(name))
+    assert f32.array("actions").dtype == np.float32  # the env's own dtype, untouched
+
+    collect(ws, *args, "--dataset", "pend-64")  # no --float64: the dataset keeps float64
+    assert open_dataset("pend-64", ws).array("observations").dtype == np.float64
+    result = flexrl("collect", *args, "--dataset", "pend-32", "--float64", "--workspace", str(ws))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "stores observations as float32" in lines[0], lines
+    assert open_dataset("pend-32", ws).version == 1

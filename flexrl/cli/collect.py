@@ -81,6 +81,14 @@ def collect(
             "--allow-nonfinite", help="Store NaN or inf observations, actions and rewards."
         ),
     ] = False,
+    float64: Annotated[
+        bool,
+        typer.Option(
+            "--float64",
+            help="Store float64 arrays (MuJoCo's observations) as they are; by default they are "
+            "stored as float32, half the bytes (a dataset that holds float64 keeps it).",
+        ),
+    ] = False,
     json: JsonOption = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
@@ -114,6 +122,7 @@ def collect(
         stochastic=stochastic,
         num_envs=num_envs,
         allow_nonfinite=allow_nonfinite,
+        float64=float64,
     )
     plan = plan_collection(ws, request)  # bad input fails here: no run, nothing stored
     seed = plan.settings.seed  # drawn when --seed was not given

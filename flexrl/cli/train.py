@@ -83,7 +83,7 @@ def train(
         from flexrl.store.recording import check_dataset_name
 
         check_dataset_name(record_to, "--record-to")
-        observation_shape, _bounded = probe_env(recipe.env)
+        observation_shape, _dtype, _bounded = probe_env(recipe.env)
         check_record_target(ShardWriter(record_to, ws.root), observation_shape)
     init_from = None
     if recipe.ppo.init_from is not None and resumed is None:

@@ -102,6 +102,7 @@ def collect(plan: CollectPlan, run: Run, progress: bool = True) -> CollectResult
                 f"{env_name(settings.env)}, seed {settings.seed}{workers}"
             ),
             allow_nonfinite=settings.allow_nonfinite,
+            float32=not settings.float64,
         ) as writer:
             if len(jobs) == 1:
                 write_episodes(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from flexrl.config import TASKS, EnvConfig
@@ -40,6 +41,7 @@ class CollectSettings(BaseModel):
     workers: int = Field(1, ge=1)
     num_envs: int = Field(8, ge=1)
     allow_nonfinite: bool = False  # store NaN/inf steps instead of refusing them
+    float64: bool = False  # keep float64 arrays (default: stored as float32)
     # --instructions: (text, the command it means); episode k is told instructions[k % n]
     instructions: list[tuple[str, tuple[float, float, float]]] | None = None
 
@@ -62,6 +64,7 @@ class CollectRequest:
     stochastic: bool = False
     num_envs: int = 8
     allow_nonfinite: bool = False
+    float64: bool = False
 
 
 @dataclass
@@ -142,7 +145,7 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
 
     from flexrl.rollout.slots import probe_env
 
-    observation_shape, bounded = probe_env(env_cfg)
+    observation_shape, observation_dtype, bounded = probe_env(env_cfg)
     if source.obs_dim is not None and observation_shape != (source.obs_dim,):
         raise FlexrlError(
             f"the policy takes {source.obs_dim} observations, env {env_name(env_cfg)} gives "
@@ -157,6 +160,18 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
             f"{tuple(existing.observations.shape)}; env {env_name(env_cfg)} gives "
             f"{observation_shape}: collect into a new dataset"
         )
+    if existing is not None:
+        # float64 observations are stored as float32 unless --float64, or the dataset holds
+        # float64 (ShardWriter(float32=True)); anything else would not fit its schema
+        stored = np.dtype(existing.observations.dtype)
+        narrowed = observation_dtype == np.float64 and not request.float64 and stored != np.float64
+        if (np.float32 if narrowed else observation_dtype) != stored:
+            raise FlexrlError(
+                f"dataset {request.dataset!r} stores observations as {stored.name}; this "
+                f"collection gives {observation_dtype.name}"
+                + (" (--float64)" if request.float64 else "")
+                + ": collect into a new dataset"
+            )
     settings = CollectSettings(
         policy=request.policy,
         dataset=request.dataset,
@@ -169,6 +184,7 @@ def plan_collection(workspace: Workspace, request: CollectRequest) -> CollectPla
         workers=min(request.workers, request.episodes),
         num_envs=request.num_envs,
         allow_nonfinite=request.allow_nonfinite,
+        float64=request.float64,
         instructions=request.instructions,
     )
     return CollectPlan(

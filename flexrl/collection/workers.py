@@ -50,6 +50,7 @@ def _worker(
             job.workspace,
             lineage=job.lineage,
             allow_nonfinite=job.settings.allow_nonfinite,
+            float32=not job.settings.float64,
         ) as writer:
             write_episodes(
                 job,

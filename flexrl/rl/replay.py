@@ -81,6 +81,7 @@ class ReplayRecorder:
                 producer_run=run.id, code_version=code.git_commit or code.flexrl_version
             ),
             message=f"flexrl train {run.id}: training rollouts",
+            float32=True,  # as collect stores them (a dataset that holds float64 keeps it)
         )
         check_record_target(self.writer, observation_shape)
         self.slots: list[EpisodeBuffer | None] = [None] * num_envs

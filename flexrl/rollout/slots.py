@@ -99,15 +99,16 @@ class EnvSlots:
             env.close()
 
 
-def probe_env(cfg: EnvConfig) -> tuple[tuple[int, ...], bool]:
-    """The observation shape of `cfg`'s env as a policy sees it and whether its actions are
-    bounded (making the env checks the id)."""
+def probe_env(cfg: EnvConfig) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """The observation shape and dtype of `cfg`'s env as a policy sees it and whether its
+    actions are bounded (making the env checks the id)."""
     from flexrl.envs import make_flat_env
 
     env = make_flat_env(cfg)
     try:
         space = env.action_space
         bounded = bool(np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)))
-        return tuple(env.observation_space.shape), bounded
+        observations = env.observation_space
+        return tuple(observations.shape), np.dtype(observations.dtype), bounded
     finally:
         env.close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,6 +151,32 @@ def make_episode(
         task=task,
         policy=policy,
         instruction=instruction,
+    )
+
+
+def narrow_floats(episode: Episode, keep: Schema | None = None) -> Episode:
+    """The episode with its float64 arrays as float32: half the bytes, and what the policies
+    consume (MuJoCo observes in float64). Arrays that `keep` (an existing dataset's schema)
+    stores as float64 stay float64, so appending to an older dataset still fits it."""
+
+    def cast(values: np.ndarray, spec: ArraySpec | None) -> np.ndarray:
+        kept = spec is not None and np.dtype(spec.dtype) == np.float64
+        if values.dtype != np.float64 or kept:
+            return values
+        return values.astype(np.float32)
+
+    infos = dict(keep.infos) if keep is not None else {}
+    observations = keep.observations if keep is not None else None
+    return dataclasses.replace(
+        episode,
+        observations=cast(episode.observations, observations),
+        final_observation=cast(episode.final_observation, observations),
+        actions=cast(episode.actions, keep.actions if keep is not None else None),
+        rewards=cast(episode.rewards, keep.rewards if keep is not None else None),
+        goals=None
+        if episode.goals is None
+        else cast(episode.goals, keep.goals if keep is not None else None),
+        infos={k: cast(v, infos.get(k)) for k, v in episode.infos.items()},
     )
 
 

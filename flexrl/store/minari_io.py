@@ -105,16 +105,22 @@ def _spaces(ds, env: Mapping[str, Any] | None):
     if env is None:
         return None, _box(ds.schema.observations), _box(ds.schema.actions)
     spec, obs_space, act_space = _env(env)
+    out = []
     for what, space, array in (
         ("observations", obs_space, ds.schema.observations),
         ("actions", act_space, ds.schema.actions),
     ):
-        if space.shape != tuple(array.shape) or space.dtype != np.dtype(array.dtype):
+        stored = np.dtype(array.dtype)
+        both_float = np.issubdtype(space.dtype, np.floating) and np.issubdtype(stored, np.floating)
+        if space.shape != tuple(array.shape) or (space.dtype != stored and not both_float):
             raise FlexrlError(
                 f"{ds.ref}: its env {spec.id} gives {what} {space.dtype}{list(space.shape)}, "
                 f"the data holds {array.describe()}"
             )
-    return spec, obs_space, act_space
+        if space.dtype != stored:  # float64 observations stored as float32: the data's space
+            space = type(space)(space.low.astype(stored), space.high.astype(stored), dtype=stored)
+        out.append(space)
+    return spec, out[0], out[1]
 
 
 def _pad_reset_row(values: np.ndarray) -> np.ndarray:

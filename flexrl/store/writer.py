@@ -27,7 +27,7 @@ from flexrl.errors import FlexrlError
 from flexrl.fileio import create_exclusive
 from flexrl.store import chunkio
 from flexrl.store.catalog import dataset_paths, read_manifest
-from flexrl.store.episode import Episode, check_finite, make_episode, schema_of
+from flexrl.store.episode import Episode, check_finite, make_episode, narrow_floats, schema_of
 from flexrl.store.format import (
     DatasetPaths,
     Lineage,
@@ -137,7 +137,9 @@ class ShardWriter:
     shard is committed as soon as it is written (a long collection loses at most one shard).
     While it holds uncommitted shards, the writer holds a lease naming them (see lease.py), so
     `gc` on any host leaves them alone. NaN and inf in observations, actions and rewards are
-    refused unless `allow_nonfinite=True`.
+    refused unless `allow_nonfinite=True`. With `float32=True` (what collect and train
+    --record-to use) float64 arrays are stored as float32, except where the dataset already
+    stores them as float64.
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class ShardWriter:
         message: str | None = None,
         allow_nonfinite: bool = False,
         lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+        float32: bool = False,
     ) -> None:
         self.paths = dataset_paths(workspace, name)
         self.lineage = lineage or Lineage()
@@ -169,6 +172,7 @@ class ShardWriter:
         self.message = message
         self.allow_nonfinite = allow_nonfinite
         self.lease_ttl_s = lease_ttl_s
+        self.float32 = float32  # store float64 arrays as float32 (narrow_floats)
         self._lease: Lease | None = None  # held while shards are uncommitted
         self._episodes = 0
         latest = latest_manifest(self.paths)
@@ -199,6 +203,8 @@ class ShardWriter:
         if self.info_keys is not None:
             kept = {k: v for k, v in episode.infos.items() if k in self.info_keys}
             episode = dataclasses.replace(episode, infos=kept)
+        if self.float32:
+            episode = narrow_floats(episode, self.schema)
         if not self.allow_nonfinite:
             where = f"episode {self._episodes}" + (
                 f" (seed {episode.seed})" if episode.seed is not None else ""

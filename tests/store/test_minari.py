@@ -76,7 +76,7 @@ def test_round_trip_flexrl_minari_flexrl(ws: Path, tmp_path: Path, rng, data_for
     ("env_args", "env_id"),
     [
         (("--task", "walk_forward"), "flexrl/HumanoidWalk-v0"),
-        (("--env-id", "InvertedPendulum-v5"), "InvertedPendulum-v5"),
+        (("--env-id", "InvertedPendulum-v5", "--float64"), "InvertedPendulum-v5"),
     ],
 )
 def test_export_of_a_collection_recovers_its_env(ws: Path, tmp_path: Path, env_args, env_id):
@@ -90,18 +90,23 @@ def test_export_of_a_collection_recovers_its_env(ws: Path, tmp_path: Path, env_a
     os.environ["MINARI_DATASETS_PATH"] = str(out)  # restored by monkeypatch
     loaded = minari.load_dataset("c-v1")
     env = loaded.recover_environment()
+    # Both envs observe in float64: stored as float32 unless collected with --float64, and the
+    # export's observation space says what the data holds.
+    stored = np.float64 if "--float64" in env_args else np.float32
     try:
         assert env.spec.id == env_id
-        assert env.observation_space == loaded.observation_space
+        assert loaded.observation_space.dtype == stored
+        assert env.observation_space.shape == loaded.observation_space.shape
         assert env.action_space == loaded.action_space
         assert np.all(np.isfinite(loaded.action_space.low))  # the env's bounds, not (-inf, inf)
         # The rebuilt env is the one the data came from: same seed, same actions, same data.
         episode = next(loaded.iterate_episodes())
+        assert episode.observations.dtype == stored and episode.rewards.dtype == stored
         obs, _ = env.reset(seed=5)
-        np.testing.assert_array_equal(obs, episode.observations[0])
+        np.testing.assert_array_equal(obs.astype(stored), episode.observations[0])
         obs, reward, *_ = env.step(episode.actions[0])
-        np.testing.assert_array_equal(obs, episode.observations[1])
-        assert reward == episode.rewards[0]
+        np.testing.assert_array_equal(obs.astype(stored), episode.observations[1])
+        assert stored(reward) == episode.rewards[0]
     finally:
         env.close()
 
@@ -149,6 +154,19 @@ def test_import_what_minari_wrote(ws: Path, tmp_path: Path, rng, data_format: st
         assert episode.seed == buffer.seed
     with pytest.raises(FlexrlError, match="already exists"):
         import_minari(path, "native", ws)
+
+    # ... and back out: Minari -> flexrl -> Minari keeps the source's dtypes (float64
+    # observations and rewards are not narrowed) and its bytes.
+    out = tmp_path / "back"
+    result = cli("data", "export", "native", "--out", str(out), "--workspace", str(ws))
+    assert result.code == 0, result.stderr
+    os.environ["MINARI_DATASETS_PATH"] = str(out)  # restored by monkeypatch
+    back = minari.load_dataset("native-v1")
+    assert back.observation_space == minari.load_dataset(str(path)).observation_space
+    for buffer, theirs in zip(buffers, back.iterate_episodes(), strict=True):
+        for name in ("observations", "actions", "rewards"):
+            mine, again = getattr(buffer, name), getattr(theirs, name)
+            assert mine.dtype == again.dtype and mine.tobytes() == again.tobytes(), name
 
 
 def test_export_and_import_bad_input(ws: Path, tmp_path: Path, rng) -> None:
