@@ -235,11 +235,11 @@ def log(
     rows = []
     for version in paths.list_versions():
         try:
-            m, digest = catalog.read_manifest(paths, version)
+            m, digest = catalog.read_manifest_file(paths, version)  # each file once: O(versions)
         except FlexrlError as e:
             rows.append({"version": version, "error": str(e)})
             continue
-        added = [s for s in m.shards if s.id in set(m.added)]
+        added = [s for s in m.own if s.id in set(m.added)]
         rows.append(
             {
                 "version": version,

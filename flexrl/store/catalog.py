@@ -15,9 +15,12 @@ from flexrl.fileio import atomic_write_bytes, create_exclusive
 from flexrl.store.format import (
     DATASETS_DIR,
     NAME_RE,
+    DamagedManifestError,
     DatasetPaths,
     Manifest,
+    ShardEntry,
     check_tag,
+    decode_segment,
     digest_bytes,
     parse_ref,
     utc_now,
@@ -48,21 +51,72 @@ def dataset_paths(workspace: str | Path | None, name: str) -> DatasetPaths:
     return DatasetPaths.of(default_workspace() if workspace is None else workspace, name)
 
 
-def read_manifest(paths: DatasetPaths, version: int) -> tuple[Manifest, str]:
-    """The manifest of one version and the digest of its bytes."""
+def read_manifest_file(
+    paths: DatasetPaths, version: int, expect_digest: str | None = None
+) -> tuple[Manifest, str]:
+    """One version's manifest file alone and the digest of its bytes: a delta (format 3) holds
+    only the shards it added (`complete` False). Its totals and schema are the version's.
+    With `expect_digest` (what the next version recorded), other bytes are a broken chain."""
     path = paths.version(version)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
+        if expect_digest is not None:
+            raise DamagedManifestError(
+                f"{paths.name}@v{version + 1}: manifest is damaged: v{version}'s manifest, "
+                "which it builds on, is missing"
+            ) from None
         known = paths.list_versions()
         hint = f"latest is v{known[-1]}" if known else "it has no versions"
         raise FlexrlError(f"unknown version {paths.name}@v{version} ({hint})") from None
+    digest = digest_bytes(data)
+    if expect_digest is not None and digest != expect_digest:
+        raise DamagedManifestError(
+            f"{paths.name}@v{version + 1}: manifest is damaged: v{version}'s manifest changed "
+            f"after v{version + 1} was committed (hash chain broken)"
+        )
     manifest = Manifest.from_bytes(data, f"{paths.name}@v{version}")
     if manifest.version != version or manifest.name != paths.name:
         raise FlexrlError(
             f"{paths.name}@v{version}: manifest names {manifest.name}@v{manifest.version}"
         )
-    return manifest, digest_bytes(data)
+    return manifest, digest
+
+
+def read_manifest(paths: DatasetPaths, version: int) -> tuple[Manifest, str]:
+    """The manifest of one version with every shard it holds, and the digest of its bytes.
+
+    A delta is completed from its parents back to the nearest checkpoint (at most
+    CHECKPOINT_EVERY - 1 small files), each parent checked against the digest its child
+    recorded, and the checkpoint from its segments, each checked against its digest: an edited
+    or missing file is a damaged version, never a silently different one."""
+    manifest, digest = read_manifest_file(paths, version)
+    chain = [manifest]
+    while not chain[-1].checkpoint:
+        child = chain[-1]
+        chain.append(read_manifest_file(paths, child.version - 1, child.parent_digest)[0])
+    checkpoint = chain[-1]
+    if checkpoint.shards is None:
+        checkpoint.resolve(read_segments(paths, checkpoint))
+    assert checkpoint.shards is not None
+    if len(chain) > 1:  # the checkpoint's shards, then each delta's, oldest first
+        manifest.resolve(checkpoint.shards + [s for m in reversed(chain[1:-1]) for s in m.own])
+    return manifest, digest
+
+
+def read_segments(paths: DatasetPaths, checkpoint: Manifest) -> list[ShardEntry]:
+    """Every shard entry before a checkpoint's own, from its segments, in order."""
+    where = f"{paths.name}@v{checkpoint.version}"
+    entries: list[ShardEntry] = []
+    for ref in checkpoint.segments:
+        try:
+            data = paths.segment(ref).read_bytes()
+        except FileNotFoundError:
+            raise DamagedManifestError(
+                f"{where}: manifest is damaged: its segment {ref.file} is missing"
+            ) from None
+        entries += decode_segment(data, ref, where)
+    return entries
 
 
 def resolve(ref: str, workspace: str | Path | None = None) -> ResolvedVersion:

@@ -22,10 +22,22 @@ import numpy as np
 from flexrl.errors import FlexrlError
 
 FORMAT = "flexrl.dataset"
+# 3: a manifest lists only the shards its version added, and points to its parent (a delta);
+#    every CHECKPOINT_EVERY-th version (a checkpoint) instead names segments, immutable files
+#    that hold every earlier shard entry once. A commit writes metadata in proportion to what
+#    it adds (a checkpoint: plus one segment and a line per segment), not to the history.
 # 2: every manifest ends with `manifest_digest`, the sha256 of the rest of its bytes.
-# Version 1 manifests (no such member) still read; they are covered only by the next
-# version's `parent.digest`.
-FORMAT_VERSION = 2
+# Formats 1 and 2 list every shard and still read; version 1 manifests (no digest member) are
+# covered only by the next version's `parent.digest`.
+FORMAT_VERSION = 3
+CHECKPOINT_EVERY = 100
+
+
+def is_checkpoint(version: int) -> bool:
+    """Whether version `version` of a format 3 dataset lists every shard."""
+    return version == 1 or version % CHECKPOINT_EVERY == 0
+
+
 DIGEST_MEMBER = "manifest_digest"
 # The last member of a version 2 manifest, exactly as written (see Manifest.to_bytes).
 _DIGEST_TAIL = re.compile(rb',\n "manifest_digest": "(sha256:[0-9a-f]{64})"\n\}\n\Z')
@@ -40,6 +52,7 @@ VERSIONS_DIR = "versions"
 TAGS_DIR = "tags"
 SHARDS_DIR = "shards"
 TMP_DIR = "tmp"
+SEGMENTS_DIR = "segments"
 LEASES_DIR = "leases"
 
 # Per-step arrays, concatenated along time over every episode of a shard.
@@ -149,6 +162,13 @@ class DatasetPaths:
     @property
     def leases(self) -> Path:
         return self.root / LEASES_DIR
+
+    @property
+    def segments(self) -> Path:
+        return self.root / SEGMENTS_DIR
+
+    def segment(self, ref: SegmentRef) -> Path:
+        return self.segments / ref.file
 
     def version(self, version: int) -> Path:
         return self.versions / version_file(version)
@@ -341,32 +361,138 @@ class ShardEntry:
         )
 
 
+@dataclass(frozen=True)
+class SegmentRef:
+    """A segment: one immutable file of shard entries, named by the sha256 of its bytes, that
+    a checkpoint reads instead of every manifest before it (see encode_segment)."""
+
+    digest: str  # "sha256:<hex>" of the segment file's bytes, which is also its name
+    shards: int
+    first_version: int  # the versions whose added shards it holds
+    last_version: int
+
+    @property
+    def file(self) -> str:
+        return f"{self.digest.removeprefix('sha256:')}.json"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "shards": self.shards,
+            "versions": [self.first_version, self.last_version],
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> SegmentRef:
+        first, last = (int(v) for v in obj["versions"])
+        digest = str(obj["digest"])
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise ValueError(f"bad segment digest {digest!r}")
+        return cls(digest, int(obj["shards"]), first, last)
+
+
+def encode_segment(entries: list[ShardEntry]) -> bytes:
+    """A segment's bytes: deterministic for the same entries (any writer folding the same
+    versions writes the same file, under the same name)."""
+    lines = ",\n  ".join(json.dumps(e.to_json(), allow_nan=False) for e in entries)
+    return f'{{"format": "flexrl.segment", "shards": [\n  {lines}\n]}}\n'.encode()
+
+
+def decode_segment(data: bytes, ref: SegmentRef, where: str) -> list[ShardEntry]:
+    if digest_bytes(data) != ref.digest:
+        raise DamagedManifestError(f"{where}: segment {ref.file} is damaged (digest mismatch)")
+    try:
+        entries = [ShardEntry.from_json(e) for e in json.loads(data)["shards"]]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise DamagedManifestError(f"{where}: segment {ref.file} is malformed ({e})") from None
+    if len(entries) != ref.shards:
+        raise DamagedManifestError(f"{where}: segment {ref.file} holds {len(entries)} shards")
+    return entries
+
+
 @dataclass
 class Manifest:
-    """One version of a dataset: every shard it holds, in episode order."""
+    """One version of a dataset.
+
+    `own` is what its file lists: in format 3 the shards this version added (in formats 1-2
+    every shard). A checkpoint (v1 and every CHECKPOINT_EVERY-th version) also names
+    `segments` holding every shard of the versions before it; a delta points to its parent.
+    `shards`, every shard in episode order, is None until `catalog.read_manifest` resolves it
+    (it is `own` when the file alone lists every shard). Totals cover the whole version."""
 
     name: str
     version: int
     created_at: str
     schema: Schema
-    shards: list[ShardEntry]
+    own: list[ShardEntry]
     added: list[str]  # ids of the shards this version added to its parent
     lineage: Lineage  # of this commit
+    episodes: int
+    steps: int
+    nbytes: int
+    shard_count: int
     parent_digest: str | None = None  # digest of version-1's manifest: a hash chain
     message: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    checkpoint: bool = True  # names segments for what came before (or is format 1-2)
+    segments: list[SegmentRef] = field(default_factory=list)
+    shards: list[ShardEntry] | None = None
 
-    @property
-    def episodes(self) -> int:
-        return sum(s.episodes for s in self.shards)
+    def __post_init__(self) -> None:
+        if self.shards is None and self.checkpoint and not self.segments:
+            self.resolve([])
 
-    @property
-    def steps(self) -> int:
-        return sum(s.steps for s in self.shards)
+    @classmethod
+    def on_top_of(
+        cls,
+        parent: Manifest | None,
+        parent_digest: str | None,
+        shards: list[ShardEntry],
+        *,
+        name: str,
+        schema: Schema,
+        lineage: Lineage,
+        message: str | None = None,
+        segments: list[SegmentRef] | None = None,
+    ) -> Manifest:
+        """The next version after `parent` (None: the first), adding `shards`. A checkpoint
+        (is_checkpoint) must be given the `segments` that hold every shard before it."""
+        version = parent.version + 1 if parent else 1
+        checkpoint = is_checkpoint(version)
+        if checkpoint != (segments is not None or parent is None):
+            raise ValueError(f"v{version}: segments go with checkpoints, and only there")
+        return cls(
+            name=name,
+            version=version,
+            created_at=utc_now(),
+            schema=schema,
+            own=list(shards),
+            added=[s.id for s in shards],
+            lineage=lineage,
+            episodes=(parent.episodes if parent else 0) + sum(s.episodes for s in shards),
+            steps=(parent.steps if parent else 0) + sum(s.steps for s in shards),
+            nbytes=(parent.nbytes if parent else 0) + sum(s.nbytes for s in shards),
+            shard_count=(parent.shard_count if parent else 0) + len(shards),
+            parent_digest=parent_digest,
+            message=message,
+            checkpoint=checkpoint,
+            segments=segments or [],
+        )
 
-    @property
-    def nbytes(self) -> int:
-        return sum(s.nbytes for s in self.shards)
+    def resolve(self, before: list[ShardEntry]) -> None:
+        """Set `shards` to `before` (every shard of the versions before its own entries) plus
+        its own; refuse when the counts disagree with its totals."""
+        shards = before + self.own
+        if (len(shards), sum(s.episodes for s in shards), sum(s.steps for s in shards)) != (
+            self.shard_count,
+            self.episodes,
+            self.steps,
+        ):
+            raise DamagedManifestError(
+                f"{self.name}@v{self.version}: manifest is damaged (its totals disagree with "
+                "its shards and those before it)"
+            )
+        self.shards = shards
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -382,10 +508,13 @@ class Manifest:
             "episodes": self.episodes,
             "steps": self.steps,
             "bytes": self.nbytes,
+            "shard_count": self.shard_count,
+            "checkpoint": self.checkpoint,
+            "segments": [s.to_json() for s in self.segments],
             "schema": self.schema.to_json(),
             "commit": {"added_shards": self.added, "lineage": self.lineage.to_json()},
             "extra": self.extra,
-            "shards": [s.to_json() for s in self.shards],
+            "shards": [s.to_json() for s in self.own],
         }
 
     def to_bytes(self) -> bytes:
@@ -429,17 +558,35 @@ class Manifest:
                 )
             parent = obj.get("parent") or {}
             commit = obj.get("commit") or {}
+            own = [ShardEntry.from_json(s) for s in obj["shards"]]
+            # Formats 1 and 2 list every shard; in 3 a checkpoint names segments for the
+            # versions before it and a delta its parent.
+            checkpoint = format_version < 3 or obj["checkpoint"] is True
+            segments = [SegmentRef.from_json(s) for s in obj.get("segments") or []]
+            if int(obj["version"]) == 1 and not (checkpoint and not segments):
+                raise ValueError("v1 must be a checkpoint without segments")
+            if segments and not checkpoint:
+                raise ValueError("a delta names no segments")
+            totals = [int(obj[k]) for k in ("episodes", "steps", "bytes")]
+            if format_version < 3:  # their totals were never read: the shards are the truth
+                totals = [sum(getattr(s, k) for s in own) for k in ("episodes", "steps", "nbytes")]
             return cls(
                 name=obj["name"],
                 version=int(obj["version"]),
                 created_at=obj["created_at"],
                 schema=Schema.from_json(obj["schema"]),
-                shards=[ShardEntry.from_json(s) for s in obj["shards"]],
+                own=own,
                 added=list(commit.get("added_shards", [])),
                 lineage=Lineage.from_json(commit.get("lineage")),
+                episodes=totals[0],
+                steps=totals[1],
+                nbytes=totals[2],
+                shard_count=int(obj["shard_count"]) if format_version >= 3 else len(own),
                 parent_digest=parent.get("digest"),
                 message=obj.get("message"),
                 extra=obj.get("extra") or {},
+                checkpoint=checkpoint,
+                segments=segments,
             )
         except FlexrlError:
             raise

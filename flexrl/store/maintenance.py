@@ -15,6 +15,7 @@ from flexrl.store.catalog import (
     dataset_paths,
     list_tags,
     read_manifest,
+    read_manifest_file,
     read_tag_entry,
     resolve,
     tag_mismatch,
@@ -225,8 +226,10 @@ def gc(
     leases = read_leases(paths)  # a damaged lease stops gc: it may protect a live writer
     referenced: set[str] = set()
     for version in paths.list_versions():
-        manifest, _ = read_manifest(paths, version)  # an unreadable manifest stops gc: safer
-        referenced.update(s.id for s in manifest.shards)
+        # Every shard of every version is listed by the manifest file of the version that added
+        # it, so the files alone suffice (segments repeat them). An unreadable one stops gc.
+        manifest, _ = read_manifest_file(paths, version)
+        referenced.update(s.id for s in manifest.own)
     now = time.time()
     dead = {lease.path: lease.expired(now, grace_s) for lease in leases}
     owner = {shard: lease for lease in leases for shard in lease.shards}

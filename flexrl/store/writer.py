@@ -24,18 +24,21 @@ from types import TracebackType
 from typing import Any
 
 from flexrl.errors import FlexrlError
-from flexrl.fileio import create_exclusive
+from flexrl.fileio import atomic_write_bytes, create_exclusive
 from flexrl.store import chunkio
-from flexrl.store.catalog import dataset_paths, read_manifest
+from flexrl.store.catalog import dataset_paths, read_manifest_file
 from flexrl.store.episode import Episode, check_finite, make_episode, narrow_floats, schema_of
 from flexrl.store.format import (
     DatasetPaths,
     Lineage,
     Manifest,
     Schema,
+    SegmentRef,
     ShardEntry,
+    digest_bytes,
+    encode_segment,
+    is_checkpoint,
     new_shard_id,
-    utc_now,
 )
 from flexrl.store.lease import DEFAULT_LEASE_TTL_S, Lease
 from flexrl.store.shard import DEFAULT_CHUNK_BYTES, write_shard
@@ -45,22 +48,27 @@ MAX_COMMIT_ATTEMPTS = 10_000
 
 
 def _check_present(
-    paths: DatasetPaths, parent: Manifest | None, shards: list[ShardEntry], files: bool
+    paths: DatasetPaths,
+    parent: Manifest | None,
+    inherited: list[ShardEntry],
+    shards: list[ShardEntry],
+    files: bool,
 ) -> None:
     """Refuse to name a shard that is gone: the new version would be unreadable. A directory
-    in shards/ is complete (gc renames one away before deleting it), so a listing suffices;
-    `files` also checks every file of the writer's own shards."""
+    in shards/ is complete (gc renames one away before deleting it), so its existence
+    suffices for `inherited` (what the parent's file lists, or a new segment holds); `files`
+    also checks every file of the writer's own shards."""
     name = paths.name
-    present = set(os.listdir(paths.shards)) if paths.shards.is_dir() else set()
-    for entry in parent.shards if parent is not None else []:
-        if entry.id not in present:
+    for entry in inherited:
+        if not (paths.shards / entry.id).is_dir():
+            assert parent is not None
             raise FlexrlError(
                 f"cannot commit to {name}: its latest version v{parent.version} names shard "
                 f"{entry.id}, which is gone from shards/, so every later version would be "
                 f"damaged too; nothing was committed (see `flexrl data verify {name}`)"
             )
     for entry in shards:
-        gone = "directory" if entry.id not in present else None
+        gone = "directory" if not (paths.shards / entry.id).is_dir() else None
         if gone is None and files:
             gone = next(
                 (k for k in entry.files if not (paths.shards / entry.id / k).is_file()), None
@@ -73,9 +81,33 @@ def _check_present(
             )
 
 
+def _fold_segment(
+    paths: DatasetPaths, parent: Manifest
+) -> tuple[list[SegmentRef], list[ShardEntry]]:
+    """For a checkpoint on top of `parent`: the segments naming every shard so far (the last
+    checkpoint's, plus a new one holding its own shards and every delta's since), and the
+    entries of the new one. Its file is written first; the same entries always make the same
+    bytes and name, so writers racing for the checkpoint agree."""
+    chain = [parent]
+    while not chain[-1].checkpoint:
+        child = chain[-1]
+        chain.append(read_manifest_file(paths, child.version - 1, child.parent_digest)[0])
+    last = chain[-1]
+    entries = [s for m in reversed(chain) for s in m.own]
+    first = last.segments[-1].last_version + 1 if last.segments else 1
+    data = encode_segment(entries)
+    ref = SegmentRef(digest_bytes(data), len(entries), first, parent.version)
+    paths.segments.mkdir(parents=True, exist_ok=True)
+    path = paths.segment(ref)
+    if not create_exclusive(path, data) and digest_bytes(path.read_bytes()) != ref.digest:
+        atomic_write_bytes(path, data)  # a damaged copy: its right bytes are known
+    return [*last.segments, ref], entries
+
+
 def latest_manifest(paths: DatasetPaths) -> tuple[Manifest, str] | None:
+    """The latest version's manifest file alone (a delta holds only the shards it added)."""
     versions = paths.list_versions()
-    return read_manifest(paths, versions[-1]) if versions else None
+    return read_manifest_file(paths, versions[-1]) if versions else None
 
 
 def commit_shards(
@@ -89,41 +121,42 @@ def commit_shards(
 ) -> Manifest:
     """Create the next version = latest version + `shards`; retry on a lost race.
 
-    `known` is a (manifest, digest) the caller already read: it is used instead of reading the
-    latest version again when that is still the latest (a version file never changes). Right
-    before the version is created, every shard it names must exist and `lease` (which keeps gc
-    off `shards`) must still be held."""
+    Only the latest manifest file is read, except before a checkpoint (every
+    CHECKPOINT_EVERY-th version), which reads back to the last one to fold the deltas since
+    into a segment. `known` is a (manifest, digest) the caller already read: it is used instead
+    of reading the latest version again when that is still the latest (a version file never
+    changes). Right before the version is created, the shards it adds and those its parent's
+    file lists (or its new segment holds) must exist and `lease` (which keeps gc off `shards`)
+    must still be held."""
     paths.versions.mkdir(parents=True, exist_ok=True)
     for attempt in range(MAX_COMMIT_ATTEMPTS):
         versions = paths.list_versions()
         if known is not None and versions and versions[-1] == known[0].version:
             latest: tuple[Manifest, str] | None = known
         else:
-            latest = read_manifest(paths, versions[-1]) if versions else None
-        parent_shards: list[ShardEntry] = []
-        parent_digest = None
-        if latest is not None:
-            parent, parent_digest = latest
+            latest = latest_manifest(paths) if versions else None
+        parent, parent_digest = latest if latest is not None else (None, None)
+        segments, inherited = None, parent.own if parent is not None else []
+        if parent is not None:
             problem = parent.schema.mismatch(schema)
             if problem:
                 raise FlexrlError(f"cannot commit to {paths.name}: {problem}")
-            parent_shards = parent.shards
-        version = (latest[0].version if latest else 0) + 1
-        manifest = Manifest(
+            if is_checkpoint(parent.version + 1):
+                segments, inherited = _fold_segment(paths, parent)
+        manifest = Manifest.on_top_of(
+            parent,
+            parent_digest,
+            shards,
             name=paths.name,
-            version=version,
-            created_at=utc_now(),
             schema=schema,
-            shards=parent_shards + shards,
-            added=[s.id for s in shards],
             lineage=lineage,
-            parent_digest=parent_digest,
             message=message,
+            segments=segments,
         )
-        _check_present(paths, latest[0] if latest else None, shards, files=attempt == 0)
+        _check_present(paths, parent, inherited, shards, files=attempt == 0)
         if lease is not None:
             lease.check()
-        if create_exclusive(paths.version(version), manifest.to_bytes()):
+        if create_exclusive(paths.version(manifest.version), manifest.to_bytes()):
             return manifest
         # Lost the race: someone else made this version. Back off a little, re-read, retry.
         time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))

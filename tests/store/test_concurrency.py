@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +61,16 @@ def test_eight_processes_twenty_commits_each(ws: Path) -> None:
         previous = ds.digest
     assert verify("walk", ws).ok
     assert gc("walk", ws) == []
+    # 160 versions crossed a checkpoint, committed in the race too: v100 lists its own shard
+    # and names one segment holding the 99 before it.
+    checkpoints = [v for v in range(1, total + 1) if manifest_of(ws, v)["checkpoint"]]
+    v100 = manifest_of(ws, 100)
+    assert checkpoints == [1, 100] and len(v100["shards"]) == 1
+    assert [(s["shards"], s["versions"]) for s in v100["segments"]] == [(99, [1, 99])]
+
+
+def manifest_of(ws: Path, version: int) -> dict:
+    return json.loads((ws / f"datasets/walk/versions/v{version:06d}.json").read_bytes())
 
 
 @pytest.mark.parametrize("where", ["mid-shard", "before-commit"])

@@ -130,7 +130,10 @@ def test_manifest_bytes_are_its_json(shard_ws: Path) -> None:
     assert obj.pop("manifest_digest") == digest_bytes(raw[: raw.rindex(b",\n")] + b"\n}\n")
     assert obj == ds.manifest.to_json()
     assert raw == ds.manifest.to_bytes()
-    assert raw.count(b'\n  {"id": ') == len(ds.manifest.shards)  # one line per shard
+    # v3 is a delta (format 3): its file lists, one line each, only the shards it added
+    assert not obj["checkpoint"] and obj["shard_count"] == len(ds.manifest.shards)
+    assert [s["id"] for s in obj["shards"]] == obj["commit"]["added_shards"]
+    assert raw.count(b'\n  {"id": ') == len(ds.manifest.own) < len(ds.manifest.shards)
 
 
 def test_shards_with_slash_chunk_keys_still_read(ws: Path, rng, monkeypatch) -> None:

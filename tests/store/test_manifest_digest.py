@@ -106,7 +106,7 @@ def as_format_1(path: Path) -> None:
     """Rewrite a manifest as flexrl wrote it before manifest digests (format_version 1)."""
     text = path.read_text()
     text = re.sub(r',\n "manifest_digest": "sha256:[0-9a-f]{64}"', "", text)
-    path.write_text(text.replace('"format_version": 2', '"format_version": 1'))
+    path.write_text(text.replace('"format_version": 3', '"format_version": 1'))
 
 
 def test_format_1_datasets_still_read_verify_and_grow(ws: Path, rng) -> None:
@@ -121,7 +121,7 @@ def test_format_1_datasets_still_read_verify_and_grow(ws: Path, rng) -> None:
     with ShardWriter("walk", ws, durable=False) as writer:
         writer.add(random_episode(rng, seed=3))
     v2 = manifest_path(ws, 2).read_bytes()
-    assert b'"format_version": 2' in v2 and b'"manifest_digest"' in v2
+    assert b'"format_version": 3' in v2 and b'"manifest_digest"' in v2
     assert verify("walk", ws).ok and len(open_dataset("walk", ws)) == 4
 
     # A format 1 manifest is covered by the next version's parent digest, and by its tags.
