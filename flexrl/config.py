@@ -347,6 +347,12 @@ class OfflineTrainConfig(StrictModel):
     grad_clip: float | None = Field(0.25, gt=0)
     log_every_n_steps: int = Field(50, ge=1)
     accelerator: str = Field("auto", description="Lightning accelerator: auto uses CUDA if present")
+    devices: int = Field(
+        1,
+        ge=1,
+        description="processes training together with DDP (gloo on CPU, NCCL on GPUs); "
+        "batch_size is per process",
+    )
     torch_threads: TorchThreads = 1
 
 

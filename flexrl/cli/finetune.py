@@ -54,6 +54,16 @@ SetOption = Annotated[
 ProgressOption = Annotated[
     bool, typer.Option("--progress/--no-progress", help="Show the rich progress bar.")
 ]
+DevicesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--devices",
+        min=1,
+        help="Train in N processes with DDP (CPU: gloo, each process one core; GPUs: NCCL, "
+        "one per GPU). train.batch_size is per process: N processes train on the windows one "
+        "process would with an N-fold batch. Default: the recipe's train.devices (1).",
+    ),
+]
 
 
 @app.command("bc")
@@ -64,11 +74,13 @@ def bc(
     init_from: InitOption = None,
     resume: ResumeOption = None,
     overrides: SetOption = None,
+    devices: DevicesOption = None,
     progress: ProgressOption = True,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Behaviour Cloning (optionally top-% BC: data.top_percent) on a dataset version."""
-    _finetune("bc", dataset, config, name, init_from, resume, overrides or [], progress, workspace)
+    sets = [*(overrides or []), *([f"train.devices={devices}"] if devices else [])]
+    _finetune("bc", dataset, config, name, init_from, resume, sets, progress, workspace)
 
 
 @app.command("dt")
@@ -79,11 +91,13 @@ def dt(
     init_from: InitOption = None,
     resume: ResumeOption = None,
     overrides: SetOption = None,
+    devices: DevicesOption = None,
     progress: ProgressOption = True,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """A goal-conditioned Decision Transformer (GPT-2 backbone) on a dataset version."""
-    _finetune("dt", dataset, config, name, init_from, resume, overrides or [], progress, workspace)
+    sets = [*(overrides or []), *([f"train.devices={devices}"] if devices else [])]
+    _finetune("dt", dataset, config, name, init_from, resume, sets, progress, workspace)
 
 
 def _output(record: RunRecord, role: str) -> Artifact | None:

@@ -55,15 +55,23 @@ class ActionScaler(nn.Module):
         return self.center + unit * self.half_width
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean squared error over the real steps only, on actions scaled to [-1, 1]. `where`, not
-    a product with the mask, so whatever sits in padded positions (even inf/NaN) cannot reach
-    the loss."""
+def masked_sse(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of squared errors over the real steps, number of real steps), on actions scaled to
+    [-1, 1]. `where`, not a product with the mask, so whatever sits in padded positions (even
+    inf/NaN) cannot reach the loss."""
     err = (pred - target.clamp(-1.0, 1.0)).pow(2).mean(-1)  # tanh cannot go past the bounds
     if mask is None:
-        return err.mean()
+        return err.sum(), torch.tensor(float(err.numel()), device=err.device)
     err = torch.where(mask, err, torch.zeros_like(err))
-    return err.sum() / mask.sum().clamp(min=1)
+    return err.sum(), mask.sum().to(err.dtype)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over the real steps only (see masked_sse)."""
+    total, count = masked_sse(pred, target, mask)
+    return total / count.clamp(min=1)
 
 
 def info_to_json(info: DatasetInfo) -> dict[str, Any]:
@@ -104,11 +112,18 @@ class OfflinePolicyModule(pl.LightningModule):
         raise NotImplementedError
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean squared error over the batch's real steps. Under DDP each process divides by
+        the mean count of real steps per process, so the gradients DDP averages (and the
+        logged losses, averaged) are exactly those of one process with the whole batch."""
         mask = batch["mask"] if batch["actions"].dim() == 3 else None
         scaler: ActionScaler = self.net.act_scaler  # type: ignore[assignment]
-        return masked_mse(
+        total, count = masked_sse(
             scaler.normalize(self.predict(batch)), scaler.normalize(batch["actions"]), mask
         )
+        trainer = self._trainer  # None outside a Trainer (tests, tools)
+        if trainer is not None and trainer.world_size > 1:
+            count = trainer.strategy.reduce(count, reduce_op="mean")
+        return total / count.clamp(min=1)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
@@ -117,12 +132,12 @@ class OfflinePolicyModule(pl.LightningModule):
                 f"{self.kind.upper()} diverged at step {self.global_step}: the loss is "
                 f"{loss.item()} (try a lower train.learning_rate); the run failed"
             )
-        self.log("loss", loss, prog_bar=True, batch_size=len(batch["actions"]))
+        self.log("loss", loss, prog_bar=True, batch_size=len(batch["actions"]), sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self.loss(batch)
-        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["actions"]))
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["actions"]), sync_dist=True)
 
     # -- optimisation ----------------------------------------------------------------------
 

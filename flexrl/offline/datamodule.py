@@ -12,7 +12,9 @@ filter restrict sampling to a subset of episodes, which the samplers do not know
   (TransitionSampler's batches have no goals and read next observations BC does not need).
 - Determinism: batch i of epoch e is drawn from SeedSequence([seed, e, i]) whatever worker
   draws it, so the data is identical with 0, 1 or N DataLoader workers, and a run resumed at
-  an epoch boundary sees the batches the uninterrupted run would have.
+  an epoch boundary sees the batches the uninterrupted run would have. Under DDP each of N
+  processes keeps its 1/N slice of a global batch N times the batch size: distinct windows,
+  together exactly what one process with the N-fold batch would train on.
 - Workers open the dataset themselves (nothing unpicklable crosses the process boundary).
 - Normalisation statistics (observation mean/std) are the dataset's, from shard metadata
   (`Dataset.stats()`, no data reads); the modules keep them as buffers, so they are saved in
@@ -84,6 +86,9 @@ class SamplingSpec:
     # [episodes in the dataset, goal_dim]: each episode's instruction embedding, given as its
     # goal at every step; None: the steps' own goals
     conditions: np.ndarray | None = None
+    # DDP: this process's share of each global batch of batch_size x world_size
+    rank: int = 0
+    world_size: int = 1
 
 
 def normalisation(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -162,15 +167,20 @@ class _Batches(IterableDataset):
         sampler = _open_sampler(spec)
         starts, lengths = sampler.starts[spec.episodes], sampler.lengths[spec.episodes]
         cumulative = np.cumsum(lengths)
+        # Every process draws the same global batch and keeps its own slice, so DDP over N
+        # processes sees exactly the windows one process sees with N times the batch.
+        size = spec.batch_size * spec.world_size
+        mine = slice(spec.rank * spec.batch_size, (spec.rank + 1) * spec.batch_size)
         for i in range(worker, spec.batches, workers):
             rng = np.random.default_rng([spec.seed, spec.epoch + 1, i])
             if spec.weighting == "length":  # every step of the subset equally likely
-                flat = rng.integers(0, cumulative[-1], size=spec.batch_size)
+                flat = rng.integers(0, cumulative[-1], size=size)
                 pick = np.searchsorted(cumulative, flat, side="right")
                 offset = flat - (cumulative[pick] - lengths[pick])
             else:  # every episode equally likely, then a uniform step inside it
-                pick = rng.integers(0, len(lengths), size=spec.batch_size)
-                offset = (rng.random(spec.batch_size) * lengths[pick]).astype(np.int64)
+                pick = rng.integers(0, len(lengths), size=size)
+                offset = (rng.random(size) * lengths[pick]).astype(np.int64)
+            pick, offset = pick[mine], offset[mine]
             episodes = spec.episodes[pick].astype(np.int64)
             ends = (starts[pick] + offset).astype(np.int64)
             yield to_tensors(sampler.windows(episodes, ends), spec.mode, spec.conditions)
@@ -306,6 +316,8 @@ class OfflineDataModule(pl.LightningDataModule):
             weighting=self.config.weighting,
             cache_bytes=self.config.cache_bytes,
             conditions=self.conditions,
+            rank=self.trainer.global_rank if self.trainer is not None else 0,
+            world_size=self.trainer.world_size if self.trainer is not None else 1,
         )
 
     def _loader(self, spec: SamplingSpec) -> DataLoader:

@@ -37,6 +37,7 @@ Recipe = FinetuneBCRecipe | FinetuneDTRecipe
 MetricsLogger = Callable[[int, Mapping[str, float]], None]
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
+STEP_METRIC = "_global_step"
 
 # Lightning's advice to add DataLoader workers does not apply to in-process vectorised batches.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -126,13 +127,21 @@ class _RunMetrics(pl.Callback):
         if self._log is None or step % self.every:
             return
         loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        self._log(step, {"loss": float(loss), "lr": float(lr)})
+        loss = trainer.strategy.reduce(loss.detach(), reduce_op="mean")  # DDP: every process's
+        if trainer.is_global_zero:
+            lr = trainer.optimizers[0].param_groups[0]["lr"]
+            self._log(step, {"loss": float(loss), "lr": float(lr)})
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        value = trainer.callback_metrics.get("val_loss")
+        value = trainer.callback_metrics.get("val_loss")  # synced across DDP processes
+        if not trainer.is_global_zero:
+            return
         if self._log is not None and value is not None and not trainer.sanity_checking:
             self._log(trainer.global_step, {"val_loss": float(value)})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # DDP's processes end with the fit; their callback metrics (not their step) come back
+        trainer.callback_metrics[STEP_METRIC] = torch.tensor(float(trainer.global_step))
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.exception = exception  # Lightning turns Ctrl-C into sys.exit(1); keep the cause
@@ -161,7 +170,8 @@ def fit(
         callbacks.append(RichProgressBar())
     trainer = pl.Trainer(
         accelerator=cfg.accelerator,
-        devices=1,
+        devices=cfg.devices,
+        strategy=_strategy(cfg.accelerator, cfg.devices),
         max_steps=cfg.max_steps,
         max_epochs=-1,
         limit_val_batches=1.0 if validate else 0,
@@ -186,10 +196,13 @@ def fit(
         interrupted = metrics.exception
         if not isinstance(interrupted, KeyboardInterrupt):
             raise
-    # Whatever ended training, the weights as they are now become the policy file.
+    # Whatever ended training, the weights as they are now become the policy file. (Under DDP
+    # the processes that trained are gone; their step came back as a callback metric.)
+    step = trainer.callback_metrics.pop(STEP_METRIC, None)
+    global_step = trainer.global_step if step is None else int(step)
     policy = ckpt_dir / POLICY_FILE
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    save_policy(policy, policy_checkpoint(module.cpu(), trainer.global_step, settings.env))
+    save_policy(policy, policy_checkpoint(module.cpu(), global_step, settings.env))
     if interrupted is not None:
         raise interrupted
     last = ckpt_dir / LAST
@@ -199,6 +212,22 @@ def fit(
         policy=policy,
         last=last if last.is_file() else None,
         best=Path(best) if best and validate else None,
-        global_step=trainer.global_step,
+        global_step=global_step,
         metrics=values,
+    )
+
+
+def _strategy(accelerator: str, devices: int) -> Any:
+    """One process: Lightning's default. Several: DDP in processes forked from this one on
+    CPU (gloo; the run, the DataModule and the module need not be pickled), spawned on GPUs
+    (NCCL; CUDA does not survive a fork). Rank 0's weights come back to this process."""
+    if devices == 1:
+        return "auto"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return DDPStrategy(
+        start_method="spawn" if gpu else "fork",
+        process_group_backend="nccl" if gpu else "gloo",
+        find_unused_parameters=True,  # the DT's return and state heads are not in its loss
     )
