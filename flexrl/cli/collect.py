@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from flexrl.cli.common import (
     DEFAULT_WORKSPACE,
@@ -21,6 +23,7 @@ from flexrl.cli.common import (
     read_instructions,
 )
 from flexrl.cli.data import policy_label
+from flexrl.errors import FlexrlError
 from flexrl.store import open_dataset
 from flexrl.workspace import Workspace
 
@@ -89,6 +92,26 @@ def collect(
             "stored as float32, half the bytes (a dataset that holds float64 keeps it).",
         ),
     ] = False,
+    pods: Annotated[
+        int | None,
+        typer.Option(
+            "--pods",
+            min=1,
+            help="Submit the collection as a Kubernetes Indexed Job of N pods writing into "
+            "DATASET on the workspace volume (ReadWriteMany); pod i collects EPISODES episodes "
+            "from seed SEED + i x EPISODES, so no two pods collect the same one. Recorded as "
+            "a sweep: follow it with `flexrl sweep status ID`.",
+        ),
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="With --pods: the container image (flexrl:latest).")
+    ] = None,
+    namespace: Annotated[
+        str, typer.Option(help="With --pods: the Kubernetes namespace.")
+    ] = "flexrl",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --pods: print the Job; submit nothing.")
+    ] = False,
     json: JsonOption = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
@@ -98,6 +121,17 @@ def collect(
     held at the command it means, and the episode stores the text (for language-conditioned
     learning; docs/LANGUAGE.md).
     """
+    if pods is not None or dry_run:
+        if pods is None:
+            raise FlexrlError("--dry-run prints the Job of --pods N: give --pods")
+        if instruction or instructions:
+            raise FlexrlError("--pods: --instruction/--instructions are not supported in pods yet")
+        args = {"policy": policy, "dataset": dataset, "episodes": episodes, "task": task,
+                "env-id": env_id, "command": command, "workers": workers, "num-envs": num_envs,
+                "noise": noise, "stochastic": stochastic, "allow-nonfinite": allow_nonfinite,
+                "float64": float64}  # fmt: skip
+        _submit_pods(args, pods, seed, image, namespace, dry_run, workspace)
+        return
     # The domain pulls in gymnasium, MuJoCo and torch: import it only when collecting.
     from flexrl.collection import RANDOM, CollectRequest, collect, plan_collection
 
@@ -156,3 +190,40 @@ def collect(
                 f"`flexrl data info {result.ref}` breaks it down"
             )
     console.print(f"dataset {ws.root / 'datasets' / dataset}  ·  run {run.id}")
+
+
+def _submit_pods(
+    args: dict, pods: int, seed: int | None, image: str | None, namespace: str, dry_run: bool,
+    workspace: Path,
+) -> None:  # fmt: skip
+    """`collect --pods N`: a sweep of N collect trials, one pod each, into one dataset."""
+    import secrets
+
+    from flexrl.cli.sweep import Backend, submit_loaded
+    from flexrl.collection.plan import DRAWN_SEED_BOUND, MAX_SEED
+    from flexrl.orchestrate.records import trial_command
+    from flexrl.orchestrate.spec import (
+        KubernetesOptions,
+        LoadedSpec,
+        Resources,
+        collect_job_spec,
+        expand,
+    )
+    from flexrl.store.format import check_name
+
+    check_name(args["dataset"])
+    seed = secrets.randbelow(DRAWN_SEED_BOUND) if seed is None else seed
+    if not 0 <= seed <= MAX_SEED - pods * args["episodes"]:
+        raise FlexrlError(
+            f"--seed must be between 0 and {MAX_SEED - pods * args['episodes']} (pod i's "
+            "episode k resets with SEED + i x EPISODES + k, which must fit 32 bits)"
+        )
+    kept = {k: v for k, v in args.items() if v is not None and v is not False}
+    spec = collect_job_spec(kept, pods, seed, KubernetesOptions(namespace=namespace), Resources())
+    raw = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    loaded = LoadedSpec(spec, Path("collect.yaml").resolve(), raw, None, None, expand(spec))
+    if dry_run:  # what each index runs (its trial record holds it), then the Job
+        for trial in loaded.trials:
+            argv = " ".join(trial_command(loaded, trial, ""))
+            sys.stderr.write(f"pod {trial.index}: flexrl {argv}\n")
+    submit_loaded(loaded, Backend.K8S, dry_run, image, None, workspace)

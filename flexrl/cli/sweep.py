@@ -76,7 +76,18 @@ def submit(
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Record a sweep under workspace/sweeps/<id>/ and run its trials."""
-    loaded = load_spec(spec_path)
+    submit_loaded(load_spec(spec_path), backend, dry_run, image, server_version, workspace)
+
+
+def submit_loaded(
+    loaded: LoadedSpec,
+    backend: Backend,
+    dry_run: bool,
+    image: str | None,
+    server_version: str | None,
+    workspace: Path,
+) -> None:
+    """Submit a validated spec (from a file, or built by `collect --pods`)."""
     if dry_run:
         _dry_run(loaded, backend, image, server_version)
         return

@@ -191,7 +191,56 @@ class SweepSpec(StrictModel):
                 raise ValueError(f"distributions need method: random ({', '.join(random_ones)})")
         elif self.count is None:
             raise ValueError("method: random needs `count`")
+        if self.command == "collect":
+            self._collect_seeds_apart()
         return self
+
+    def _collect_seeds_apart(self) -> None:
+        """Collect trials into one dataset must not repeat episodes: episode k of a trial
+        resets with SEED + k, so seeds must lie at least the episode count apart."""
+        counts = [self.args.get("episodes")]
+        axis = self.parameters.get("args.episodes")
+        if isinstance(axis, Values):
+            counts = list(axis.values)
+        elif isinstance(axis, Constant):
+            counts = [axis.value]
+        elif axis is not None:
+            counts = [axis.max]  # type: ignore[union-attr]
+        known = [int(c) for c in counts if c is not None]
+        episodes = max(known) if known else 1
+        seeds = sorted(self.seeds)
+        for a, b in itertools.pairwise(seeds):
+            if b - a < episodes:
+                raise ValueError(
+                    f"seeds {a} and {b} would collect the same episodes (a collect trial's "
+                    f"episode k resets with SEED + k): space seeds at least {episodes} apart, "
+                    f"e.g. {[seeds[0] + i * episodes for i in range(len(seeds))]}"
+                )
+
+
+def collect_job_spec(
+    collect_args: dict[str, Scalar],
+    pods: int,
+    seed: int,
+    kubernetes: KubernetesOptions,
+    resources: Resources,
+) -> SweepSpec:
+    """`flexrl collect --pods N` as a sweep of N collect trials (one Indexed Job, one pod per
+    index) into one dataset: trial i collects `episodes` episodes from seed SEED + i x
+    episodes, so no two pods collect the same episode."""
+    episodes = int(collect_args["episodes"])
+    dataset = str(collect_args["dataset"])
+    name = re.sub(r"[^a-z0-9-]+", "-", f"collect-{dataset}")[:24].strip("-")
+    return SweepSpec(
+        name=name,
+        command="collect",
+        args=collect_args,
+        seeds=[seed + i * episodes for i in range(pods)],
+        metric=Metric(name="episodes", goal="maximize"),
+        parallelism=pods,
+        resources=resources,
+        kubernetes=kubernetes,
+    )
 
 
 @dataclass
