@@ -353,6 +353,9 @@ class OfflineTrainConfig(StrictModel):
         description="processes training together with DDP (gloo on CPU, NCCL on GPUs); "
         "batch_size is per process",
     )
+    num_nodes: int = Field(
+        1, ge=1, description="machines (pods) training together, each with `devices` processes"
+    )
     torch_threads: TorchThreads = 1
 
 

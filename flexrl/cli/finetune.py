@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -54,6 +57,23 @@ SetOption = Annotated[
 ProgressOption = Annotated[
     bool, typer.Option("--progress/--no-progress", help="Show the rich progress bar.")
 ]
+PodsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--pods",
+        min=1,
+        help="Train on Kubernetes: an Indexed Job of N pods in DDP (train.num_nodes=N) and a "
+        "headless Service for their rendezvous. The workspace must be the pods' volume; rank 0 "
+        "records the run there. With --dry-run, print the manifests only.",
+    ),
+]
+ImageOption = Annotated[
+    str | None, typer.Option(help="With --pods: the container image (flexrl:latest).")
+]
+NamespaceOption = Annotated[str, typer.Option(help="With --pods: the Kubernetes namespace.")]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="With --pods: print the Service and Job; submit nothing.")
+]
 DevicesOption = Annotated[
     int | None,
     typer.Option(
@@ -75,12 +95,17 @@ def bc(
     resume: ResumeOption = None,
     overrides: SetOption = None,
     devices: DevicesOption = None,
+    pods: PodsOption = None,
+    image: ImageOption = None,
+    namespace: NamespaceOption = "flexrl",
+    dry_run: DryRunOption = False,
     progress: ProgressOption = True,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Behaviour Cloning (optionally top-% BC: data.top_percent) on a dataset version."""
     sets = [*(overrides or []), *([f"train.devices={devices}"] if devices else [])]
-    _finetune("bc", dataset, config, name, init_from, resume, sets, progress, workspace)
+    on_pods = Pods(pods, image, namespace, dry_run) if pods or dry_run else None
+    _finetune("bc", dataset, config, name, init_from, resume, sets, progress, workspace, on_pods)
 
 
 @app.command("dt")
@@ -92,17 +117,32 @@ def dt(
     resume: ResumeOption = None,
     overrides: SetOption = None,
     devices: DevicesOption = None,
+    pods: PodsOption = None,
+    image: ImageOption = None,
+    namespace: NamespaceOption = "flexrl",
+    dry_run: DryRunOption = False,
     progress: ProgressOption = True,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """A goal-conditioned Decision Transformer (GPT-2 backbone) on a dataset version."""
     sets = [*(overrides or []), *([f"train.devices={devices}"] if devices else [])]
-    _finetune("dt", dataset, config, name, init_from, resume, sets, progress, workspace)
+    on_pods = Pods(pods, image, namespace, dry_run) if pods or dry_run else None
+    _finetune("dt", dataset, config, name, init_from, resume, sets, progress, workspace, on_pods)
 
 
 def _output(record: RunRecord, role: str) -> Artifact | None:
     found = [a for a in record.outputs if a.kind == ArtifactKind.CHECKPOINT and a.role == role]
     return found[-1] if found else None
+
+
+@dataclass
+class Pods:
+    """`--pods N` and its options: train on Kubernetes instead of here."""
+
+    count: int | None
+    image: str | None
+    namespace: str
+    dry_run: bool
 
 
 def _finetune(
@@ -115,6 +155,7 @@ def _finetune(
     overrides: list[str],
     progress: bool,
     workspace: Path,
+    on_pods: Pods | None = None,
 ) -> None:
     from flexrl.offline.training import recipe_model
     from flexrl.store import resolve
@@ -186,7 +227,15 @@ def _finetune(
         from flexrl.store import open_dataset
 
         check_instructions(open_dataset(version.ref, workspace))
-    with ws.start_run(
+    if on_pods is not None:
+        _submit_pods(kind, recipe, version.ref, name or recipe.name, init_from, resume, on_pods,
+                     ws)  # fmt: skip
+        return
+    # Across machines only rank 0 records the run in the workspace; the others train beside it
+    # with a scratch record (their metrics and checkpoints are rank 0's anyway).
+    rank = int(os.environ.get("NODE_RANK", "0")) if recipe.train.num_nodes > 1 else 0
+    run_ws = ws if rank == 0 else Workspace(tempfile.mkdtemp(prefix=f"flexrl-rank{rank}-"))
+    with run_ws.start_run(
         f"finetune-{kind}", name or recipe.name, recipe=recipe, seed=recipe.seed, inputs=inputs
     ) as run:
         console.print(f"run [bold]{run.id}[/bold] in {run.dir}")
@@ -236,3 +285,58 @@ def _record_checkpoints(run: Run) -> None:
         )
     if (ckpt_dir / POLICY_FILE).is_file():
         run.add_artifact(ckpt_dir / POLICY_FILE, ArtifactKind.CHECKPOINT, role=POLICY_ROLE)
+
+
+def _submit_pods(
+    kind: str,
+    recipe: Any,
+    dataset: str,
+    name: str,
+    init_from: str | None,
+    resume: str | None,
+    pods: Pods,
+    ws: Workspace,
+) -> None:
+    """Write the recipe into the workspace (the pods' volume), then the Service and the Job."""
+    import secrets
+    import sys
+
+    import yaml
+
+    from flexrl.fileio import atomic_write_text
+    from flexrl.orchestrate import ddp, k8s
+    from flexrl.orchestrate.spec import KubernetesOptions, Resources
+
+    if pods.count is None:
+        raise FlexrlError("--dry-run prints the manifests of --pods N: give --pods")
+    if recipe.train.devices > 1 and recipe.train.accelerator == "cpu":
+        raise FlexrlError("--pods: on CPU each pod is one process (train.devices=1)")
+    options = KubernetesOptions(namespace=pods.namespace)
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower())[:30].strip("-")
+    job = f"ft-{slug}-{secrets.token_hex(3)}"
+    recipe_file = f"jobs/{job}/recipe.yaml"
+    mount = options.workspace_mount
+    recipe.train.num_nodes = pods.count
+    command = ["flexrl", "finetune", kind, "--config", f"{mount}/{recipe_file}", "--dataset",
+               dataset, "--name", name, "--no-progress", "--workspace", mount]  # fmt: skip
+    command += ["--init-from", init_from] if init_from else []
+    command += ["--resume", resume] if resume else []
+    manifests = ddp.build_ddp(
+        job, command, pods.count, recipe.train.devices, options, Resources(), pods.image
+    )
+    if pods.dry_run:
+        sys.stdout.write(yaml.safe_dump_all(manifests, sort_keys=False))
+        return
+    client = k8s.KubeClient()  # before writing anything: no cluster, nothing recorded
+    version = client.server_version()
+    atomic_write_text(
+        ws.root / recipe_file, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    )
+    service, job_manifest = manifests
+    client.create_service(service)
+    client.create_job(job_manifest)
+    console.print(
+        f"Job {pods.namespace}/{job}: {pods.count} pods in DDP on Kubernetes {version}; rank 0 "
+        f"records run {name!r} (`flexrl runs show {name}`), `kubectl logs -n {pods.namespace} "
+        f"job/{job}` follows it"
+    )

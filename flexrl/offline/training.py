@@ -171,7 +171,8 @@ def fit(
     trainer = pl.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
-        strategy=_strategy(cfg.accelerator, cfg.devices),
+        num_nodes=cfg.num_nodes,
+        strategy=_strategy(cfg.accelerator, cfg.devices * cfg.num_nodes),
         max_steps=cfg.max_steps,
         max_epochs=-1,
         limit_val_batches=1.0 if validate else 0,
@@ -217,11 +218,14 @@ def fit(
     )
 
 
-def _strategy(accelerator: str, devices: int) -> Any:
+def _strategy(accelerator: str, processes: int) -> Any:
     """One process: Lightning's default. Several: DDP in processes forked from this one on
     CPU (gloo; the run, the DataModule and the module need not be pickled), spawned on GPUs
-    (NCCL; CUDA does not survive a fork). Rank 0's weights come back to this process."""
-    if devices == 1:
+    (NCCL; CUDA does not survive a fork). Rank 0's weights come back to this process. Across
+    machines (num_nodes > 1) each machine's command is one of the processes: MASTER_ADDR,
+    MASTER_PORT, NODE_RANK and LOCAL_RANK in its environment (a Kubernetes Indexed Job sets
+    them: flexrl/orchestrate/ddp.py) and Lightning starts no process of its own."""
+    if processes == 1:
         return "auto"
     from lightning.pytorch.strategies import DDPStrategy
 

@@ -26,7 +26,7 @@ import yaml
 
 from flexrl.errors import FlexrlError
 from flexrl.orchestrate.records import SweepRecord, TrialState, TrialStateName
-from flexrl.orchestrate.spec import SweepSpec
+from flexrl.orchestrate.spec import KubernetesOptions, Resources, SweepSpec
 
 CONTAINER = "trial"
 SWEEP_LABEL = "flexrl.io/sweep"
@@ -87,34 +87,12 @@ def build_job(
     """The Job manifest, as a plain dict in the API's own field names."""
     k8s = spec.kubernetes
     mount = k8s.workspace_mount
-    want = spec.resources
-    capped = {"memory": want.memory, "ephemeral-storage": want.ephemeral_storage}  # requested too
-    resources: dict[str, dict[str, str]] = {
-        "requests": {"cpu": want.cpu, **capped}, "limits": dict(capped)
-    }  # fmt: skip
-    if want.gpu:
-        resources["limits"]["nvidia.com/gpu"] = str(want.gpu)
-    container = {
-        "name": CONTAINER,
-        "image": image or pinned_image(k8s.image, k8s.image_digest),
-        "imagePullPolicy": k8s.image_pull_policy,
-        "command": ["flexrl", "sweep", "run-trial", record.id, "--workspace", mount],
-        "env": [
-            {"name": "FLEXRL_WORKSPACE", "value": mount},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-            {"name": "HOME", "value": "/tmp"},  # caches (matplotlib, torch) on the emptyDir
-        ],
-        "resources": resources,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "workspace", "mountPath": mount},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-    }
+    container = container_spec(
+        k8s,
+        spec.resources,
+        image or pinned_image(k8s.image, k8s.image_digest),
+        ["flexrl", "sweep", "run-trial", record.id, "--workspace", mount],
+    )
     exit_2 = {"containerName": CONTAINER, "operator": "In", "values": [2]}
     rules: list[dict[str, Any]] = [
         {"action": "FailIndex" if version.per_index_backoff else "FailJob", "onExitCodes": exit_2},
@@ -137,26 +115,7 @@ def build_job(
         job_spec["backoffLimit"] = spec.retries * record.num_trials
     job_spec["template"] = {
         "metadata": {"labels": labels(record.id)},
-        "spec": {
-            "restartPolicy": "Never",  # required by podFailurePolicy
-            "activeDeadlineSeconds": k8s.active_deadline_seconds,  # a hung trial ends
-            "automountServiceAccountToken": False,  # trials never talk to the API server
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": k8s.run_as_user,
-                "runAsGroup": k8s.run_as_user,
-                "fsGroup": k8s.run_as_user,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [container],
-            "volumes": [
-                {
-                    "name": "workspace",
-                    "persistentVolumeClaim": {"claimName": k8s.workspace_claim},
-                },
-                {"name": "tmp", "emptyDir": {"sizeLimit": want.tmp}},
-            ],
-        },
+        "spec": pod_spec(k8s, spec.resources, container),
     }
     return {
         "apiVersion": "batch/v1",
@@ -171,6 +130,62 @@ def build_job(
             },
         },
         "spec": job_spec,
+    }
+
+
+def container_spec(
+    k8s: KubernetesOptions, want: Resources, image: str, command: list[str]
+) -> dict[str, Any]:
+    """The flexrl container of a pod: its command, bounded resources, a read-only root, the
+    workspace volume and /tmp mounted."""
+    mount = k8s.workspace_mount
+    capped = {"memory": want.memory, "ephemeral-storage": want.ephemeral_storage}  # requested too
+    resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": want.cpu, **capped}, "limits": dict(capped)
+    }  # fmt: skip
+    if want.gpu:
+        resources["limits"]["nvidia.com/gpu"] = str(want.gpu)
+    return {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": k8s.image_pull_policy,
+        "command": command,
+        "env": [
+            {"name": "FLEXRL_WORKSPACE", "value": mount},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "HOME", "value": "/tmp"},  # caches (matplotlib, torch) on the emptyDir
+        ],
+        "resources": resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "workspace", "mountPath": mount},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def pod_spec(k8s: KubernetesOptions, want: Resources, container: dict[str, Any]) -> dict[str, Any]:
+    """A flexrl pod: never restarted in place, bounded in time, non-root, no API token."""
+    return {
+        "restartPolicy": "Never",  # required by podFailurePolicy
+        "activeDeadlineSeconds": k8s.active_deadline_seconds,  # a hung pod ends
+        "automountServiceAccountToken": False,  # flexrl pods never talk to the API server
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": k8s.run_as_user,
+            "runAsGroup": k8s.run_as_user,
+            "fsGroup": k8s.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": k8s.workspace_claim}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": want.tmp}},
+        ],
     }
 
 
@@ -376,6 +391,16 @@ class KubeClient:
         self._call(
             f"creating Job {manifest['metadata']['name']}",
             self.batch.create_namespaced_job,
+            ns,
+            body,
+        )
+
+    def create_service(self, manifest: dict[str, Any]) -> None:
+        body = self.api.deserialize(json.dumps(manifest), "V1Service", None)
+        ns = manifest["metadata"]["namespace"]
+        self._call(
+            f"creating Service {manifest['metadata']['name']}",
+            self.core.create_namespaced_service,
             ns,
             body,
         )

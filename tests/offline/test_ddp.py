@@ -4,17 +4,22 @@ doubled batch. What is not covered here: NCCL on GPUs and DDP across pods (no GP
 from __future__ import annotations
 
 import csv
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from flexrl.config import OfflineDataConfig
+from flexrl.config import FinetuneDTRecipe, OfflineDataConfig, load_recipe
 from flexrl.offline.datamodule import OfflineDataModule, _Batches
 from flexrl.workspace import RunStatus, Workspace
 from tests.offline.conftest import write_dataset
-from tests.offline.test_finetune_cli import finetune
+from tests.offline.test_finetune_cli import REPO, TINY, TINY_DT_SETS, finetune
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +62,7 @@ def losses(ws: Path, name: str) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-@pytest.mark.parametrize("kind", ["dt", "bc"])
-def test_two_processes_train_as_one_with_the_doubled_batch(walk_ws: Path, kind: str) -> None:
-    ws = walk_ws
-    one = finetune(ws, kind, "--dataset", "walk@v1", "--name", f"{kind}-one",
-                   "--set", "train.batch_size=16")  # fmt: skip
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = finetune(ws, kind, "--dataset", "walk@v1", "--name", f"{kind}-two",
-                   "--set", "train.batch_size=8", "--devices", "2")  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
-    a, b = losses(ws, f"{kind}-one"), losses(ws, f"{kind}-two")
+def assert_same_curves(a: dict, b: dict) -> None:
     assert len(a["loss"]) >= 6 and len(a["val_loss"]) == 2
     for key in ("loss", "val_loss"):
         assert [s for s, _ in a[key]] == [s for s, _ in b[key]], key
@@ -74,11 +70,80 @@ def test_two_processes_train_as_one_with_the_doubled_batch(walk_ws: Path, kind: 
         # (gloo's all-reduce against one batch's reductions), over 30 AdamW steps; here they
         # agree to 6 decimals.
         np.testing.assert_allclose([v for _, v in b[key]], [v for _, v in a[key]], rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def doubled(walk_ws: Path):
+    """The baseline: one process with batch 16, once per kind."""
+    done: dict[str, dict] = {}
+
+    def curves(kind: str) -> dict:
+        if kind not in done:
+            one = finetune(walk_ws, kind, "--dataset", "walk@v1", "--name", f"{kind}-one",
+                           "--set", "train.batch_size=16")  # fmt: skip
+            assert one.returncode == 0, one.stderr[-3000:]
+            done[kind] = losses(walk_ws, f"{kind}-one")
+        return done[kind]
+
+    return curves
+
+
+@pytest.mark.parametrize("kind", ["dt", "bc"])
+def test_two_processes_train_as_one_with_the_doubled_batch(walk_ws: Path, doubled, kind) -> None:
+    ws = walk_ws
+    two = finetune(ws, kind, "--dataset", "walk@v1", "--name", f"{kind}-two",
+                   "--set", "train.batch_size=8", "--devices", "2")  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = doubled(kind)
+    assert_same_curves(a, losses(ws, f"{kind}-two"))
     # A learner that did not learn would pass the comparison: both must have learned.
     assert a["loss"][-1][1] < 0.9 * a["loss"][0][1]
-    policy = torch.load(
-        Workspace(ws).run_dir(Workspace(ws).resolve_run(f"{kind}-two").id)
-        / "artifacts/checkpoints/policy.pt",
-        weights_only=False,
-    )
-    assert policy["global_step"] == 30
+    record = Workspace(ws).resolve_run(f"{kind}-two")
+    policy = Workspace(ws).run_dir(record.id) / "artifacts/checkpoints/policy.pt"
+    assert torch.load(policy, weights_only=False)["global_step"] == 30
+
+
+def test_the_pods_of_a_ddp_job_train_as_one_process(walk_ws: Path, doubled) -> None:
+    """The Job's pods, run here as two processes with the command and environment the Job
+    gives them (pod 0's DNS name replaced by loopback): rank 0 records the run, rank 1 does
+    not, and the curve is one process's with the doubled batch. Not covered: the cluster's DNS
+    and network between pods."""
+    ws = walk_ws
+    dry = finetune(ws, "dt", "--dataset", "walk@v1", "--name", "dt-pods", "--pods", "2",
+                   "--dry-run", "--set", "train.batch_size=8")  # fmt: skip
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    service, job = yaml.safe_load_all(dry.stdout)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    argv = [a.replace("/workspace", str(ws)) for a in container["command"]]
+    recipe_path = Path(argv[argv.index("--config") + 1])
+    assert not recipe_path.exists()  # a dry run writes nothing
+    # What the submission writes there: the recipe, its overrides applied, num_nodes = pods.
+    overrides = [*TINY[1::2], *TINY_DT_SETS, "train.batch_size=8", "train.num_nodes=2"]
+    recipe = load_recipe(REPO / "recipes/finetune_dt.yaml", FinetuneDTRecipe, overrides)
+    recipe_path.parent.mkdir(parents=True)
+    recipe_path.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MASTER_ADDR"] == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), FLEXRL_WORKSPACE=str(ws))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            cwd=REPO,
+            env={**os.environ, **env, "NODE_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    assert [r.name for r in Workspace(ws).list_runs()].count("dt-pods") == 1  # rank 0's only
+    assert_same_curves(doubled("dt"), losses(ws, "dt-pods"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
