@@ -118,23 +118,23 @@ def commit_shards(
     message: str | None = None,
     known: tuple[Manifest, str] | None = None,
     lease: Lease | None = None,
-) -> Manifest:
-    """Create the next version = latest version + `shards`; retry on a lost race.
+) -> tuple[Manifest, str]:
+    """Create the next version = latest version + `shards`; retry on a lost race. Returns the
+    new manifest and its digest.
 
     Only the latest manifest file is read, except before a checkpoint (every
     CHECKPOINT_EVERY-th version), which reads back to the last one to fold the deltas since
-    into a segment. `known` is a (manifest, digest) the caller already read: it is used instead
-    of reading the latest version again when that is still the latest (a version file never
-    changes). Right before the version is created, the shards it adds and those its parent's
-    file lists (or its new segment holds) must exist and `lease` (which keeps gc off `shards`)
-    must still be held."""
+    into a segment. `known` is a (manifest, digest) the caller already read: the first attempt
+    builds on it without listing versions/ (versions are created one after another, so if
+    its successor exists the create fails and the next attempt lists and re-reads). Right
+    before the version is created, the shards it adds and those its parent's file lists (or
+    its new segment holds) must exist and `lease` (which keeps gc off `shards`) must still be
+    held."""
     paths.versions.mkdir(parents=True, exist_ok=True)
     for attempt in range(MAX_COMMIT_ATTEMPTS):
-        versions = paths.list_versions()
-        if known is not None and versions and versions[-1] == known[0].version:
-            latest: tuple[Manifest, str] | None = known
-        else:
-            latest = latest_manifest(paths) if versions else None
+        latest: tuple[Manifest, str] | None = known
+        if attempt > 0 or known is None:
+            latest = latest_manifest(paths)
         parent, parent_digest = latest if latest is not None else (None, None)
         segments, inherited = None, parent.own if parent is not None else []
         if parent is not None:
@@ -156,8 +156,9 @@ def commit_shards(
         _check_present(paths, parent, inherited, shards, files=attempt == 0)
         if lease is not None:
             lease.check()
-        if create_exclusive(paths.version(manifest.version), manifest.to_bytes()):
-            return manifest
+        data = manifest.to_bytes()
+        if create_exclusive(paths.version(manifest.version), data):
+            return manifest, digest_bytes(data)
         # Lost the race: someone else made this version. Back off a little, re-read, retry.
         time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))
     raise FlexrlError(f"could not commit to {paths.name} after {MAX_COMMIT_ATTEMPTS} attempts")
@@ -331,7 +332,7 @@ class ShardWriter:
         if not self._pending:
             return None
         assert self.schema is not None
-        manifest = commit_shards(
+        manifest, digest = commit_shards(
             self.paths,
             self._pending,
             self.schema,
@@ -340,7 +341,7 @@ class ShardWriter:
             known=self._latest,
             lease=self._lease,
         )
-        self._latest = None
+        self._latest = manifest, digest  # most likely still the latest at the next commit
         self._pending = []
         self._release()
         self.committed.append(manifest)
