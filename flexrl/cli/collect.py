@@ -168,7 +168,6 @@ def collect(
     if json:
         print_json(result.to_json())
         return
-    refs = ", ".join(v.ref for v in result.versions)
     source = policy if policy == RANDOM else f"{policy} ({policy_label(plan.policy_id)})"
     console.print(
         f"[green]collected[/green] {result.episodes} episodes, {result.steps} steps, "
@@ -177,10 +176,7 @@ def collect(
     # Appending is the point of versions, but it must never go unnoticed: say what was added
     # to what, and whether the version now mixes policies.
     start = result.previous.ref if result.previous else f"{dataset} (new)"
-    console.print(
-        f"{start} → [bold]{result.ref}[/bold], +{result.episodes} episodes from {source}"
-        + (f" (versions {refs}, one per worker)" if len(result.versions) > 1 else "")
-    )
+    console.print(f"{start} → [bold]{result.ref}[/bold], +{result.episodes} episodes from {source}")
     if result.previous is not None and result.ref is not None:
         counts = Counter(open_dataset(result.ref, ws.root).index.policies)
         if len(counts) > 1:

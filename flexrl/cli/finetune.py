@@ -304,7 +304,8 @@ def _submit_pods(
     import yaml
 
     from flexrl.fileio import atomic_write_text
-    from flexrl.orchestrate import ddp, k8s
+    from flexrl.orchestrate import ddp
+    from flexrl.orchestrate.kube import KubeClient
     from flexrl.orchestrate.spec import KubernetesOptions, Resources
 
     if pods.count is None:
@@ -327,7 +328,7 @@ def _submit_pods(
     if pods.dry_run:
         sys.stdout.write(yaml.safe_dump_all(manifests, sort_keys=False))
         return
-    client = k8s.KubeClient()  # before writing anything: no cluster, nothing recorded
+    client = KubeClient()  # before writing anything: no cluster, nothing recorded
     version = client.server_version()
     atomic_write_text(
         ws.root / recipe_file, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -16,6 +16,7 @@ from rich.table import Table
 from flexrl.cli.common import DEFAULT_WORKSPACE, JsonOption, WorkspaceOption, console, print_json
 from flexrl.errors import FlexrlError
 from flexrl.orchestrate import k8s
+from flexrl.orchestrate.kube import KubeClient
 from flexrl.orchestrate.local import LocalOutcome, remaining, run_local
 from flexrl.orchestrate.records import (
     KubernetesInfo,
@@ -100,7 +101,7 @@ def submit_loaded(
         )
         _run_local_or_exit(store, record, list(range(record.num_trials)))
         return
-    client = k8s.KubeClient()  # before recording anything: no cluster, no sweep
+    client = KubeClient()  # before recording anything: no cluster, no sweep
     version = client.server_version()
     record = store.create(loaded, backend.value)
     _submit_job(store, record, loaded, client, version, image, attempt=0)
@@ -152,7 +153,7 @@ def _submit_job(
     store: SweepStore,
     record: SweepRecord,
     loaded: LoadedSpec,
-    client: k8s.KubeClient,
+    client: KubeClient,
     version: k8s.ServerVersion,
     image: str | None,
     attempt: int,
@@ -218,7 +219,7 @@ def status(
     job_line = None
     if record.kubernetes is not None:
         try:
-            client = k8s.KubeClient()
+            client = KubeClient()
             jobs = [
                 k8s.JobView.from_job(j) for j in client.jobs(record.kubernetes.namespace, record.id)
             ]
@@ -367,7 +368,7 @@ def logs(
         store.load_trial(record.id, trial)  # an unknown index is an error, not silence
     if record.kubernetes is not None:
         try:
-            client = k8s.KubeClient()
+            client = KubeClient()
             pods = client.pods(record.kubernetes.namespace, record.id)
             shown = False
             for pod in pods:
@@ -400,7 +401,7 @@ def cancel(sweep_id: SweepId, workspace: WorkspaceOption = DEFAULT_WORKSPACE) ->
     store = SweepStore(workspace)
     record = store.load(sweep_id)
     if record.kubernetes is not None:
-        client = k8s.KubeClient()
+        client = KubeClient()
         for name in record.kubernetes.jobs:
             client.delete_job(record.kubernetes.namespace, name)
         message = f"deleted Job(s) {', '.join(record.kubernetes.jobs)}"
@@ -444,7 +445,7 @@ def resume(
     if record.kubernetes is None:
         _run_local_or_exit(store, record, todo)
         return
-    client = k8s.KubeClient()
+    client = KubeClient()
     for job in client.jobs(record.kubernetes.namespace, record.id):
         if k8s.JobView.from_job(job).terminal is None:
             raise FlexrlError(f"sweep {record.id}: Job {job.metadata.name} is still running")
