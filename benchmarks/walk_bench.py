@@ -20,12 +20,14 @@ alike; the table shows medians. Writes benchmarks/results/walk_bench.json.
 
 Time to walk (--time-to-walk, long: 2 x --minutes): flexrl's walking recipe and SB3 PPO with
 rl-baselines3-zoo's Humanoid hyperparameters (1 env x 512 steps, batch 256, 5 epochs, lr
-3.6e-5, gamma 0.95, 256x256 ReLU, log-std -2, VecNormalize), both on the same env and reward
-(`flexrl/HumanoidWalk-v0`), each given the same wall time on this machine, then evaluated alike:
+3.6e-5, gamma 0.95, 256x256 ReLU, log-std -2, VecNormalize), both on the same env, reward and
+observation (`flexrl/HumanoidWalk-v0` as the recipe's env section configures it: its command,
+shaped reward and heading-frame observation), each given the same wall time here, then
+evaluated alike in that env:
 --episodes deterministic episodes of walk_forward with eval seeds, forward speed and fall rate
 (flexrl.rollout, as `flexrl eval` runs them). Each side's result is written when it finishes;
 a rerun skips it. --workspace keeps flexrl's run (named time-to-walk) there instead of in a
-temporary directory.
+temporary directory; --reuse evaluates the run already there instead of training again.
 Writes benchmarks/results/walk_bench_time_to_walk.json.
 """
 
@@ -274,16 +276,23 @@ class _SB3Actor:
         pass
 
 
+def recipe_env() -> Any:
+    """The walking recipe's env (task, command, shaped reward, heading-frame observation):
+    what both learners train on and are evaluated in."""
+    from flexrl.config import TrainRecipe, load_recipe
+
+    return load_recipe(RECIPE, TrainRecipe).env.model_copy(update={"max_episode_steps": 1000})
+
+
 def _walk_eval(make_actor: Any, episodes: int) -> dict[str, Any]:
-    """`episodes` deterministic walk_forward episodes through flexrl's rollout loop (as `flexrl
-    eval` runs them); `make_actor(action_space)` gives the actor."""
-    from flexrl.config import EnvConfig
+    """`episodes` deterministic walk_forward episodes of the recipe's env through flexrl's
+    rollout loop (as `flexrl eval` runs them); `make_actor(action_space)` gives the actor."""
     from flexrl.evaluation import episode_seeds
     from flexrl.rollout.loop import EpisodeSpec, rollout
     from flexrl.rollout.metrics import TaskMetrics
     from flexrl.rollout.slots import EnvSlots
 
-    slots = EnvSlots(EnvConfig(task="walk_forward", max_episode_steps=1000), min(episodes, 16))
+    slots = EnvSlots(recipe_env(), min(episodes, 16))
     specs = [EpisodeSpec(k, s, "walk_forward") for k, s in enumerate(episode_seeds(1, episodes))]
     try:
         results = [r.result for r in rollout(slots, make_actor(slots.action_space), specs)]
@@ -294,20 +303,24 @@ def _walk_eval(make_actor: Any, episodes: int) -> dict[str, Any]:
                                              "lin_vel_error", "distance")}  # fmt: skip
 
 
-def flexrl_walk_worker(minutes: float, episodes: int, workspace: str) -> dict[str, Any]:
+def flexrl_walk_worker(
+    minutes: float, episodes: int, workspace: str, reuse: bool = False
+) -> dict[str, Any]:
     """The recipe trained for `minutes` of wall time (then stopped as a user would, with
-    SIGTERM: the run keeps its last update boundary), evaluated."""
+    SIGTERM: the run keeps its last update boundary), evaluated. With `reuse`, the latest
+    time-to-walk run already in `workspace` is evaluated instead."""
     import signal
 
     _setup()
     command = [sys.executable, "-m", "flexrl", "train", "--config", str(RECIPE),
                "--name", "time-to-walk", "--workspace", workspace]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
-    try:
-        process.wait(timeout=minutes * 60)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)
-        process.wait()
+    if not reuse:
+        process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+        try:
+            process.wait(timeout=minutes * 60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            process.wait()
     from flexrl.rl.checkpoint import load_checkpoint, load_policy, run_checkpoint
     from flexrl.rollout.actors import PPOActor
     from flexrl.workspace import Workspace
@@ -335,7 +348,11 @@ def sb3_walk_worker(minutes: float, episodes: int, workspace: str) -> dict[str, 
         def _on_step(self) -> bool:
             return time.monotonic() < deadline
 
-    venv = make_vec_env(IMPORTING_ID, n_envs=1, seed=0, env_kwargs={"max_episode_steps": 1000})
+    from flexrl.envs import humanoid_kwargs
+
+    env = recipe_env()  # the same env, reward and observation as flexrl's recipe
+    kwargs = {**humanoid_kwargs(env), "max_episode_steps": env.max_episode_steps}
+    venv = make_vec_env(IMPORTING_ID, n_envs=1, seed=0, env_kwargs=kwargs)
     venv = VecNormalize(venv, gamma=0.95)
     model = PPO(
         "MlpPolicy", venv, n_steps=512, batch_size=256, gamma=0.95, learning_rate=3.56987e-05,
@@ -359,7 +376,9 @@ def time_to_walk(args: argparse.Namespace) -> None:
             continue
         print(f"{label}: training for {args.minutes:g} minutes ...", flush=True)
         workspace = str(args.workspace or tempfile.mkdtemp(prefix="walk-bench-"))
-        result = spawn(worker, minutes=args.minutes, episodes=args.episodes, workspace=workspace)
+        extra = {"reuse": True} if args.reuse and worker == "flexrl_walk" else {}
+        result = spawn(worker, minutes=args.minutes, episodes=args.episodes, workspace=workspace,
+                       **extra)  # fmt: skip
         done.setdefault("results", {})[label] = result
         done.update(minutes=args.minutes, episodes=args.episodes, env=ENV_ID,
                     timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))  # fmt: skip
@@ -424,6 +443,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20, help="with --time-to-walk")
     parser.add_argument(
         "--workspace", type=Path, help="--time-to-walk: keep flexrl's run here (not a temp dir)"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="--time-to-walk: evaluate the run in --workspace"
     )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", help=argparse.SUPPRESS)
