@@ -13,9 +13,11 @@ import yaml
 from flexrl.cli.common import (
     DEFAULT_WORKSPACE,
     CommandOption,
+    ImageOption,
     InstructionOption,
     InstructionsOption,
     JsonOption,
+    NamespaceOption,
     WorkspaceOption,
     console,
     parse_command,
@@ -103,12 +105,8 @@ def collect(
             "a sweep: follow it with `flexrl sweep status ID`.",
         ),
     ] = None,
-    image: Annotated[
-        str | None, typer.Option(help="With --pods: the container image (flexrl:latest).")
-    ] = None,
-    namespace: Annotated[
-        str, typer.Option(help="With --pods: the Kubernetes namespace.")
-    ] = "flexrl",
+    image: ImageOption = None,
+    namespace: NamespaceOption = "flexrl",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="With --pods: print the Job; submit nothing.")
     ] = False,

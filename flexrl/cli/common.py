@@ -49,6 +49,11 @@ WorkspaceOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+# `--pods N` (collect, finetune): where the Kubernetes Job runs
+ImageOption = Annotated[
+    str | None, typer.Option(help="With --pods: the container image (flexrl:latest).")
+]
+NamespaceOption = Annotated[str, typer.Option(help="With --pods: the Kubernetes namespace.")]
 CommandOption = Annotated[
     str | None,
     typer.Option(

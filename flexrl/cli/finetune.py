@@ -10,7 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
-from flexrl.cli.common import DEFAULT_WORKSPACE, WorkspaceOption, console
+from flexrl.cli.common import (
+    DEFAULT_WORKSPACE,
+    ImageOption,
+    NamespaceOption,
+    WorkspaceOption,
+    console,
+)
 from flexrl.config import load_recipe
 from flexrl.errors import FlexrlError
 from flexrl.workspace import Artifact, ArtifactKind, Run, RunRecord, Workspace
@@ -67,10 +73,6 @@ PodsOption = Annotated[
         "records the run there. With --dry-run, print the manifests only.",
     ),
 ]
-ImageOption = Annotated[
-    str | None, typer.Option(help="With --pods: the container image (flexrl:latest).")
-]
-NamespaceOption = Annotated[str, typer.Option(help="With --pods: the Kubernetes namespace.")]
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="With --pods: print the Service and Job; submit nothing.")
 ]
