@@ -54,8 +54,9 @@ def dataset_paths(workspace: str | Path | None, name: str) -> DatasetPaths:
 def read_manifest_file(
     paths: DatasetPaths, version: int, expect_digest: str | None = None
 ) -> tuple[Manifest, str]:
-    """One version's manifest file alone and the digest of its bytes: a delta (format 3) holds
-    only the shards it added (`complete` False). Its totals and schema are the version's.
+    """One version's manifest file alone and the digest of its bytes: in format 3 its `own`
+    shards are those it added (`shards` stays None until read_manifest resolves it); its
+    totals and schema are the version's.
     With `expect_digest` (what the next version recorded), other bytes are a broken chain."""
     path = paths.version(version)
     try:
@@ -91,10 +92,7 @@ def read_manifest(paths: DatasetPaths, version: int) -> tuple[Manifest, str]:
     recorded, and the checkpoint from its segments, each checked against its digest: an edited
     or missing file is a damaged version, never a silently different one."""
     manifest, digest = read_manifest_file(paths, version)
-    chain = [manifest]
-    while not chain[-1].checkpoint:
-        child = chain[-1]
-        chain.append(read_manifest_file(paths, child.version - 1, child.parent_digest)[0])
+    chain = back_to_checkpoint(paths, manifest)
     checkpoint = chain[-1]
     if checkpoint.shards is None:
         checkpoint.resolve(read_segments(paths, checkpoint))
@@ -102,6 +100,16 @@ def read_manifest(paths: DatasetPaths, version: int) -> tuple[Manifest, str]:
     if len(chain) > 1:  # the checkpoint's shards, then each delta's, oldest first
         manifest.resolve(checkpoint.shards + [s for m in reversed(chain[1:-1]) for s in m.own])
     return manifest, digest
+
+
+def back_to_checkpoint(paths: DatasetPaths, manifest: Manifest) -> list[Manifest]:
+    """`manifest`, then its parents' manifest files (each checked against the digest its child
+    recorded) down to the nearest checkpoint, which is last."""
+    chain = [manifest]
+    while not chain[-1].checkpoint:
+        child = chain[-1]
+        chain.append(read_manifest_file(paths, child.version - 1, child.parent_digest)[0])
+    return chain
 
 
 def read_segments(paths: DatasetPaths, checkpoint: Manifest) -> list[ShardEntry]:

@@ -34,7 +34,8 @@ CHECKPOINT_EVERY = 100
 
 
 def is_checkpoint(version: int) -> bool:
-    """Whether version `version` of a format 3 dataset lists every shard."""
+    """Whether version `version` of a format 3 dataset is a checkpoint (names segments for
+    every shard before it, instead of building on its parent)."""
     return version == 1 or version % CHECKPOINT_EVERY == 0
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from flexrl.errors import FlexrlError
 from flexrl.fileio import atomic_write_bytes, create_exclusive
 from flexrl.store import chunkio
-from flexrl.store.catalog import dataset_paths, read_manifest_file
+from flexrl.store.catalog import back_to_checkpoint, dataset_paths, read_manifest_file
 from flexrl.store.episode import Episode, check_finite, make_episode, narrow_floats, schema_of
 from flexrl.store.format import (
     DatasetPaths,
@@ -88,10 +88,7 @@ def _fold_segment(
     checkpoint's, plus a new one holding its own shards and every delta's since), and the
     entries of the new one. Its file is written first; the same entries always make the same
     bytes and name, so writers racing for the checkpoint agree."""
-    chain = [parent]
-    while not chain[-1].checkpoint:
-        child = chain[-1]
-        chain.append(read_manifest_file(paths, child.version - 1, child.parent_digest)[0])
+    chain = back_to_checkpoint(paths, parent)
     last = chain[-1]
     entries = [s for m in reversed(chain) for s in m.own]
     first = last.segments[-1].last_version + 1 if last.segments else 1
