@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from flexrl.fileio import create_exclusive
 from flexrl.store import ShardWriter, open_dataset
 from flexrl.store import format as fmt
 from flexrl.store.episode import make_episode
@@ -83,8 +82,7 @@ def commit_full(writer: ShardWriter) -> None:
         shard_count=len(before + shards),
         parent_digest=digest,
     )
-    writer.paths.versions.mkdir(parents=True, exist_ok=True)
-    assert create_exclusive(writer.paths.version(manifest.version), manifest.to_bytes())
+    assert writer.paths.backend.create(writer.paths.version(manifest.version), manifest.to_bytes())
     writer.let_go()
 
 

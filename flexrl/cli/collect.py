@@ -203,9 +203,9 @@ def _submit_pods(
         collect_job_spec,
         expand,
     )
-    from flexrl.store.format import check_name
+    from flexrl.store.format import check_dataset
 
-    check_name(args["dataset"])
+    check_dataset(args["dataset"])
     seed = secrets.randbelow(DRAWN_SEED_BOUND) if seed is None else seed
     if not 0 <= seed <= MAX_SEED - pods * args["episodes"]:
         raise FlexrlError(

@@ -27,7 +27,7 @@ from flexrl.cli.common import (
 )
 from flexrl.errors import FlexrlError
 from flexrl.store import catalog, maintenance
-from flexrl.store.format import Lineage, check_name
+from flexrl.store.format import Lineage, check_dataset
 from flexrl.store.reader import Dataset, DatasetStats, open_dataset
 from flexrl.workspace import Artifact, ArtifactKind, Workspace
 from flexrl.workspace.provenance import code_version
@@ -226,8 +226,8 @@ def log(
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Every version of a dataset, oldest first: what each commit added and who made it."""
-    paths = catalog.dataset_paths(workspace, check_name(name))
-    if not paths.root.is_dir():
+    paths = catalog.dataset_paths(workspace, check_dataset(name))
+    if not paths.exists():
         raise FlexrlError(f"unknown dataset {name!r} (see `flexrl data ls`)")
     tags_by_version: dict[int, list[str]] = {}
     for tag, version in catalog.list_tags(paths).items():
@@ -302,7 +302,7 @@ def tag(
 ) -> None:
     """Name a version: afterwards NAME@TAG reads that version."""
     target = catalog.set_tag(ref, tag_name, workspace, force=force)
-    console.print(f"{target.name}@{tag_name} -> {target.ref}  {target.digest[:19]}")
+    console.print(f"{target.address}@{tag_name} -> {target.ref}  {target.digest[:19]}")
 
 
 @app.command("verify")
@@ -365,7 +365,7 @@ def gc(
 
     Shards named by a live writer's lease (on any host) are never deleted.
     """
-    orphans = maintenance.gc(check_name(name), workspace, apply=apply, grace_s=grace)
+    orphans = maintenance.gc(check_dataset(name), workspace, apply=apply, grace_s=grace)
     if json:
         print_json([o.to_json() for o in orphans])
         return
@@ -456,7 +456,7 @@ def import_(
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Import a dataset Minari wrote (HDF5 or Arrow backend) as a new flexrl dataset."""
-    check_name(name)
+    check_dataset(name)
     from flexrl.store.minari_io import import_minari
 
     if not path.exists():
@@ -490,7 +490,7 @@ def relabel(
     """Copy a version into dataset NAME with each episode's instruction said from its goal
     commands (hindsight: "walk forward at 0.62 m/s, then stop"), for language-conditioned
     learning on data collected without instructions."""
-    check_name(name)
+    check_dataset(name)
     from flexrl.language.relabel import check_relabel
     from flexrl.language.relabel import relabel as relabel_dataset
 

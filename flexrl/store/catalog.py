@@ -1,6 +1,7 @@
 """Datasets in a workspace: resolve references, list versions, tags, lineage digests.
 
-Everything here only reads, except `tag`, which adds one small file with an exclusive create.
+Everything here only reads, except `tag`, which adds one small object with an exclusive create.
+A dataset is a NAME under the workspace's datasets/ or a URI (see format.check_dataset).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flexrl.errors import FlexrlError
-from flexrl.fileio import atomic_write_bytes, create_exclusive
+from flexrl.store.backend import NotFound, open_backend
 from flexrl.store.format import (
     DATASETS_DIR,
     NAME_RE,
+    TAGS_DIR,
     DamagedManifestError,
     DatasetPaths,
     Manifest,
@@ -40,15 +42,16 @@ class ResolvedVersion:
     name: str
     version: int
     digest: str  # "sha256:<hex>" of the manifest file's bytes
-    manifest_path: Path
+    address: str  # the name, or the dataset's URI
 
     @property
     def ref(self) -> str:
-        return f"{self.name}@v{self.version}"
+        return f"{self.address}@v{self.version}"
 
 
-def dataset_paths(workspace: str | Path | None, name: str) -> DatasetPaths:
-    return DatasetPaths.of(default_workspace() if workspace is None else workspace, name)
+def dataset_paths(workspace: str | Path | None, address: str) -> DatasetPaths:
+    """A dataset by NAME (under the workspace) or by URI (the workspace is then unused)."""
+    return DatasetPaths.of(default_workspace() if workspace is None else workspace, address)
 
 
 def read_manifest_file(
@@ -58,10 +61,9 @@ def read_manifest_file(
     shards are those it added (`shards` stays None until read_manifest resolves it); its
     totals and schema are the version's.
     With `expect_digest` (what the next version recorded), other bytes are a broken chain."""
-    path = paths.version(version)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        data = paths.backend.read(paths.version(version))
+    except NotFound:
         if expect_digest is not None:
             raise DamagedManifestError(
                 f"{paths.name}@v{version + 1}: manifest is damaged: v{version}'s manifest, "
@@ -118,8 +120,8 @@ def read_segments(paths: DatasetPaths, checkpoint: Manifest) -> list[ShardEntry]
     entries: list[ShardEntry] = []
     for ref in checkpoint.segments:
         try:
-            data = paths.segment(ref).read_bytes()
-        except FileNotFoundError:
+            data = paths.backend.read(paths.segment(ref))
+        except NotFound:
             raise DamagedManifestError(
                 f"{where}: manifest is damaged: its segment {ref.file} is missing"
             ) from None
@@ -134,9 +136,9 @@ def resolve(ref: str, workspace: str | Path | None = None) -> ResolvedVersion:
     digest=...) against this digest.
     """
     parsed = parse_ref(ref)
-    paths = dataset_paths(workspace, parsed.name)
-    if not paths.root.is_dir():
-        raise FlexrlError(f"unknown dataset {parsed.name!r} (see `flexrl data ls`)")
+    paths = dataset_paths(workspace, parsed.address)
+    if not paths.exists():
+        raise FlexrlError(f"unknown dataset {parsed.address!r} (see `flexrl data ls`)")
     tag_digest = None
     if parsed.tag is not None:
         version, tag_digest = read_tag_entry(paths, parsed.tag)
@@ -145,24 +147,24 @@ def resolve(ref: str, workspace: str | Path | None = None) -> ResolvedVersion:
     else:
         versions = paths.list_versions()
         if not versions:
-            raise FlexrlError(f"dataset {parsed.name!r} has no committed version yet")
+            raise FlexrlError(f"dataset {parsed.address!r} has no committed version yet")
         version = versions[-1]
-    path = paths.version(version)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        data = paths.backend.read(paths.version(version))
+    except NotFound:
         read_manifest(paths, version)  # raises the helpful message
         raise
     digest = digest_bytes(data)
     if tag_digest is not None and tag_digest != digest:
         raise FlexrlError(tag_mismatch(paths, parsed.tag or "", version, tag_digest, digest))
-    return ResolvedVersion(parsed.name, version, digest, path)
+    return ResolvedVersion(parsed.name, version, digest, paths.address)
 
 
 def tag_mismatch(paths: DatasetPaths, tag: str, version: int, recorded: str, actual: str) -> str:
     return (
         f"tag {paths.name}@{tag} records digest {recorded[:19]} for v{version}, but that "
-        f"manifest's digest is {actual[:19]}: the manifest or {paths.tag(tag)} was changed "
+        f"manifest's digest is {actual[:19]}: the manifest or {paths.where(paths.tag(tag))} "
+        "was changed "
         "(run `flexrl data verify`)"
     )
 
@@ -170,17 +172,17 @@ def tag_mismatch(paths: DatasetPaths, tag: str, version: int, recorded: str, act
 def read_tag_entry(paths: DatasetPaths, tag: str) -> tuple[int, str | None]:
     """The version a tag points at and the manifest digest it recorded (None if it has none)."""
     try:
-        obj = json.loads(paths.tag(tag).read_bytes())
+        obj = json.loads(paths.backend.read(paths.tag(tag)))
         version = int(obj["version"])
         digest = obj.get("digest")
         if digest is not None and not isinstance(digest, str):
             raise TypeError("digest")
-    except FileNotFoundError:
+    except NotFound:
         raise FlexrlError(
-            f"unknown tag {paths.name}@{tag} (see `flexrl data log {paths.name}`)"
+            f"unknown tag {paths.address}@{tag} (see `flexrl data log {paths.name}`)"
         ) from None
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
-        raise FlexrlError(f"tag file {paths.tag(tag)} is damaged") from None
+        raise FlexrlError(f"tag file {paths.where(paths.tag(tag))} is damaged") from None
     return version, digest
 
 
@@ -194,19 +196,18 @@ def set_tag(
     """Point `tag` at the version `ref` resolves to. A tag moves only with force=True."""
     check_tag(tag)
     target = resolve(ref, workspace)
-    read_manifest(dataset_paths(workspace, target.name), target.version)  # must be readable
-    paths = dataset_paths(workspace, target.name)
-    paths.tags.mkdir(parents=True, exist_ok=True)
+    paths = dataset_paths(workspace, target.address)
+    read_manifest(paths, target.version)  # must be readable
     body = json.dumps(
         {"version": target.version, "digest": target.digest, "created_at": utc_now()}, indent=1
     ).encode()
     if force:
-        atomic_write_bytes(paths.tag(tag), body)
-    elif not create_exclusive(paths.tag(tag), body):
+        paths.backend.replace(paths.tag(tag), body)
+    elif not paths.backend.create(paths.tag(tag), body):
         current, recorded = read_tag_entry(paths, tag)
         if current != target.version:
             raise FlexrlError(
-                f"tag {target.name}@{tag} already points at v{current} (use --force to move it)"
+                f"tag {target.address}@{tag} already points at v{current} (use --force to move it)"
             )
         if recorded is not None and recorded != target.digest:
             raise FlexrlError(tag_mismatch(paths, tag, current, recorded, target.digest))
@@ -215,11 +216,7 @@ def set_tag(
 
 def list_tags(paths: DatasetPaths) -> dict[str, int]:
     tags = {}
-    try:
-        names = sorted(os.listdir(paths.tags))
-    except FileNotFoundError:
-        return {}
-    for name in names:
+    for name in paths.backend.children(TAGS_DIR):
         if name.endswith(".json") and not name.startswith("."):
             try:
                 tags[name[:-5]] = read_tag(paths, name[:-5])
@@ -228,7 +225,12 @@ def list_tags(paths: DatasetPaths) -> dict[str, int]:
     return tags
 
 
-def list_datasets(workspace: str | Path | None = None) -> list[str]:
+def list_datasets(workspace: str | Path | None = None, location: str | None = None) -> list[str]:
+    """The datasets under the workspace (their names), or under a URI prefix (their URIs)."""
+    if location is not None:
+        base = location.rstrip("/")
+        names = open_backend(base).children("")
+        return [f"{base}/{n}" for n in names if NAME_RE.fullmatch(n)]
     root = (default_workspace() if workspace is None else Path(workspace)) / DATASETS_DIR
     try:
         names = os.listdir(root)

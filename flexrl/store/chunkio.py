@@ -22,7 +22,6 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from hashlib import sha256
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,39 +176,6 @@ class ChunkCodec:
             if nbytes != out.nbytes:
                 raise ValueError(f"chunk decodes to {nbytes} bytes, expected {out.nbytes}")
             self.blosc.decode(data, out=out)
-
-
-# -- files -----------------------------------------------------------------------------------
-
-
-def write_file(path: Path, data: bytes | memoryview, durable: bool) -> int:
-    """Create `path` (it must not exist), write `data`; with `durable`, fsync before returning."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    return len(data)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def digest(data: bytes | memoryview) -> str:

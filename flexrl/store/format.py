@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from flexrl.errors import FlexrlError
+from flexrl.store.backend import Backend, is_uri, open_backend
 
 FORMAT = "flexrl.dataset"
 # 3: a manifest lists only the shards its version added, and points to its parent (a delta);
@@ -96,34 +97,54 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def check_dataset(address: str) -> str:
+    """A dataset's address: its NAME (under the workspace's datasets/) or a URI whose last
+    path segment is its name (`s3://bucket/prefix/NAME`, `file:///abs/dir/NAME`)."""
+    if isinstance(address, str) and is_uri(address):
+        check_name(address.rstrip("/").rpartition("/")[2], "dataset name (the URI's last part)")
+        return address.rstrip("/")
+    return check_name(address)
+
+
 @dataclass(frozen=True)
 class Ref:
-    """A parsed reference: `name` (latest), `name@v3` (a version) or `name@tag`."""
+    """A parsed reference: `name` (latest), `name@v3` (a version) or `name@tag`, where the
+    name may be a URI (`s3://bucket/prefix/name@v3`); `name` is then its last part."""
 
     name: str
     version: int | None = None
     tag: str | None = None
+    address: str = ""  # the name, or the URI without the @suffix
+
+    def __post_init__(self) -> None:
+        if not self.address:
+            object.__setattr__(self, "address", self.name)
 
     def __str__(self) -> str:
         if self.version is not None:
-            return f"{self.name}@v{self.version}"
-        return f"{self.name}@{self.tag}" if self.tag else self.name
+            return f"{self.address}@v{self.version}"
+        return f"{self.address}@{self.tag}" if self.tag else self.address
 
 
 def parse_ref(ref: str) -> Ref:
-    if not isinstance(ref, str) or ref.count("@") > 1:
-        raise FlexrlError(f"invalid dataset reference {ref!r}: use NAME, NAME@vN or NAME@TAG")
-    name, _, suffix = ref.partition("@")
-    check_name(name)
-    if not _:
-        return Ref(name)
+    usage = "use NAME, NAME@vN or NAME@TAG (NAME may be a URI: s3://bucket/prefix/NAME)"
+    if not isinstance(ref, str):
+        raise FlexrlError(f"invalid dataset reference {ref!r}: {usage}")
+    head, slash, last = ref.rpartition("/")  # a URI's '@' can only be in its last part here
+    if last.count("@") > 1 or (not slash and ref.count("@") > 1):
+        raise FlexrlError(f"invalid dataset reference {ref!r}: {usage}")
+    name_part, at, suffix = last.partition("@")
+    address = check_dataset(head + slash + name_part)
+    name = address.rpartition("/")[2]
+    if not at:
+        return Ref(name, address=address)
     match = VERSION_RE.fullmatch(suffix)
     if match:
         version = int(match[1])
         if version < 1:
             raise FlexrlError(f"invalid dataset reference {ref!r}: versions start at v1")
-        return Ref(name, version=version)
-    return Ref(name, tag=check_tag(suffix))
+        return Ref(name, version=version, address=address)
+    return Ref(name, tag=check_tag(suffix), address=address)
 
 
 def version_file(version: int) -> str:
@@ -132,56 +153,54 @@ def version_file(version: int) -> str:
 
 @dataclass(frozen=True)
 class DatasetPaths:
-    """Where the pieces of one dataset live: `<workspace>/datasets/<name>/...`."""
+    """Where the pieces of one dataset live: the keys of its objects under its root
+    (`<workspace>/datasets/<name>/`, or the URI that names it) and the backend that holds
+    them. `where(key)` says where one is, for messages."""
 
-    root: Path
+    backend: Backend
+    name: str
+    address: str  # what references call it: the name, or its URI
 
     @classmethod
-    def of(cls, workspace: str | Path, name: str) -> DatasetPaths:
-        return cls(Path(workspace) / DATASETS_DIR / check_name(name))
+    def of(cls, workspace: str | Path, address: str) -> DatasetPaths:
+        address = check_dataset(address)
+        name = address.rpartition("/")[2]
+        if is_uri(address):
+            return cls(open_backend(address), name, address)
+        return cls(open_backend(Path(workspace) / DATASETS_DIR / name), name, name)
 
-    @property
-    def name(self) -> str:
-        return self.root.name
+    def exists(self) -> bool:
+        return bool(self.backend.children(""))
 
-    @property
-    def versions(self) -> Path:
-        return self.root / VERSIONS_DIR
+    def where(self, key: str) -> str:
+        return self.backend.where(key)
 
-    @property
-    def tags(self) -> Path:
-        return self.root / TAGS_DIR
+    @staticmethod
+    def segment(ref: SegmentRef) -> str:
+        return f"{SEGMENTS_DIR}/{ref.file}"
 
-    @property
-    def shards(self) -> Path:
-        return self.root / SHARDS_DIR
+    @staticmethod
+    def version(version: int) -> str:
+        return f"{VERSIONS_DIR}/{version_file(version)}"
 
-    @property
-    def tmp(self) -> Path:
-        return self.root / TMP_DIR
+    @staticmethod
+    def tag(tag: str) -> str:
+        return f"{TAGS_DIR}/{tag}.json"
 
-    @property
-    def leases(self) -> Path:
-        return self.root / LEASES_DIR
+    @staticmethod
+    def shard(shard_id: str) -> str:
+        return f"{SHARDS_DIR}/{shard_id}"
 
-    @property
-    def segments(self) -> Path:
-        return self.root / SEGMENTS_DIR
+    @staticmethod
+    def staging(shard_id: str) -> str:
+        return f"{TMP_DIR}/{shard_id}"
 
-    def segment(self, ref: SegmentRef) -> Path:
-        return self.segments / ref.file
-
-    def version(self, version: int) -> Path:
-        return self.versions / version_file(version)
-
-    def tag(self, tag: str) -> Path:
-        return self.tags / f"{tag}.json"
+    @staticmethod
+    def lease(writer: str) -> str:
+        return f"{LEASES_DIR}/{writer}.json"
 
     def list_versions(self) -> list[int]:
-        try:
-            names = os.listdir(self.versions)
-        except FileNotFoundError:
-            return []
+        names = self.backend.children(VERSIONS_DIR)
         return sorted(int(m[1]) for n in names if (m := VERSION_FILE_RE.fullmatch(n)))
 
 

@@ -21,11 +21,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from flexrl.errors import FlexrlError
-from flexrl.fileio import TMP_PREFIX, atomic_write_bytes
-from flexrl.store.format import DatasetPaths, new_shard_id, shard_owner, this_host
+from flexrl.fileio import TMP_PREFIX
+from flexrl.store.backend import NotFound
+from flexrl.store.format import LEASES_DIR, DatasetPaths, new_shard_id, shard_owner, this_host
 
 LEASE_FORMAT = "flexrl.lease"
 DEFAULT_LEASE_TTL_S = 60.0
@@ -38,14 +38,14 @@ class Lease:
         if not ttl_s > 0:
             raise FlexrlError(f"lease_ttl_s must be > 0, got {ttl_s}")
         self.writer = new_shard_id()
-        self.path = paths.leases / f"{self.writer}.json"
+        self.backend = paths.backend
+        self.key = paths.lease(self.writer)
         self.ttl_s = float(ttl_s)
-        self.dataset = paths.name
+        self.dataset = paths.address
         self._shards: list[str] = []
         self._lock = threading.Lock()
         self._lapsed: str | None = None
         self._stop = threading.Event()
-        paths.leases.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._renew()
         self._thread = threading.Thread(target=self._beat, name="flexrl-lease", daemon=True)
@@ -77,7 +77,7 @@ class Lease:
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
-        self.path.unlink(missing_ok=True)
+        self.backend.delete(self.key)
 
     def _check(self) -> None:
         idle = time.monotonic() - self._renewed
@@ -101,7 +101,7 @@ class Lease:
             "ttl_s": self.ttl_s,
             "shards": self._shards,
         }
-        atomic_write_bytes(self.path, json.dumps(body, indent=1).encode())
+        self.backend.replace(self.key, json.dumps(body, indent=1).encode())
         self._renewed = start  # when the content was decided: the conservative end
 
     def _beat(self) -> None:
@@ -109,22 +109,24 @@ class Lease:
             with self._lock:
                 try:
                     self._check()  # a lapse is final: gc may already be deleting
-                    self._renew()
                 except FlexrlError:
                     return
-                except OSError:
-                    continue  # a file system hiccup; lapses if it lasts ttl/2
+                try:
+                    self._renew()
+                except (OSError, FlexrlError):
+                    continue  # a storage hiccup; lapses if it lasts ttl/2
 
 
 @dataclass(frozen=True)
 class LeaseRecord:
     """A lease as gc reads it."""
 
-    path: Path
+    key: str  # leases/<writer>.json
     host: str
     pid: int
     renewed_at: float  # unix time on the writer's clock
-    mtime: float  # unix time on the file system's clock
+    mtime: float  # unix time on the storage's clock (a file's mtime, an object's Last-Modified)
+    size: int
     ttl_s: float
     shards: frozenset[str]
 
@@ -136,37 +138,34 @@ class LeaseRecord:
 
 def read_leases(paths: DatasetPaths) -> list[LeaseRecord]:
     """Every lease of a dataset. A damaged one stops gc: it may protect a live writer."""
-    try:
-        names = sorted(os.listdir(paths.leases))
-    except FileNotFoundError:
-        return []
     leases = []
-    for name in names:
+    for info in paths.backend.list(LEASES_DIR):
+        name = info.key.rpartition("/")[2]
         if name.startswith(TMP_PREFIX) or not name.endswith(".json"):
             continue
-        path = paths.leases / name
         try:
-            mtime = path.stat().st_mtime
-            obj = json.loads(path.read_bytes())
+            obj = json.loads(paths.backend.read(info.key))
             owner = shard_owner(name[: -len(".json")])
             if obj.get("format") != LEASE_FORMAT or owner is None:
                 raise ValueError("not a lease")
             leases.append(
                 LeaseRecord(
-                    path=path,
+                    key=info.key,
                     host=owner[0],
                     pid=owner[1],
                     renewed_at=float(obj["renewed_at"]),
-                    mtime=mtime,
+                    mtime=info.mtime,
+                    size=info.size,
                     ttl_s=float(obj["ttl_s"]),
                     shards=frozenset(str(s) for s in obj["shards"]),
                 )
             )
-        except FileNotFoundError:
+        except NotFound:
             continue  # released meanwhile
         except (ValueError, KeyError, TypeError, AttributeError):
             raise FlexrlError(
-                f"writer lease {path} is damaged; delete it once no writer of {paths.name} runs"
+                f"writer lease {paths.where(info.key)} is damaged; delete it once no writer of "
+                f"{paths.address} runs"
             ) from None
     return leases
 

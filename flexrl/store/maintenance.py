@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flexrl.errors import FlexrlError
-from flexrl.fileio import sha256_file
+from flexrl.store.backend import DELETED, NotFound
 from flexrl.store.catalog import (
     dataset_paths,
     list_tags,
@@ -21,6 +19,8 @@ from flexrl.store.catalog import (
     tag_mismatch,
 )
 from flexrl.store.format import (
+    SHARDS_DIR,
+    TMP_DIR,
     DamagedManifestError,
     DatasetPaths,
     digest_bytes,
@@ -33,7 +33,6 @@ from flexrl.store.shard import ShardReader
 from flexrl.store.zstore import array_of
 
 DEFAULT_GRACE_S = 3600.0
-DELETED = ".deleted"  # suffix of a directory gc renamed into tmp/ to delete it
 
 
 @dataclass
@@ -89,11 +88,11 @@ def verify(
     `total(n)` is called once with the bytes to hash, `progress(n)` with the bytes just hashed.
     """
     parsed = parse_ref(ref)
-    paths = dataset_paths(workspace, parsed.name)
+    paths = dataset_paths(workspace, parsed.address)
     tags: dict[str, str | None] = {}
     if parsed.tag is not None:  # a tag that no longer matches is a finding, not bad input
         version, tags[parsed.tag] = read_tag_entry(paths, parsed.tag)
-        ref = f"{parsed.name}@v{version}"
+        ref = f"{parsed.address}@v{version}"
     resolved = resolve(ref, workspace)
     try:
         manifest, digest = read_manifest(paths, resolved.version)
@@ -105,8 +104,8 @@ def verify(
         total(manifest.nbytes)
     if manifest.version > 1:
         try:
-            parent_digest = digest_bytes(paths.version(manifest.version - 1).read_bytes())
-        except FileNotFoundError:
+            parent_digest = digest_bytes(paths.backend.read(paths.version(manifest.version - 1)))
+        except NotFound:
             parent_digest = "missing"
         if parent_digest != manifest.parent_digest:
             report.problems.append(
@@ -122,37 +121,39 @@ def verify(
         if recorded is not None and recorded != digest:
             message = tag_mismatch(paths, tag, manifest.version, recorded, digest)
             report.problems.append(Problem(None, None, message))
+    backend = paths.backend
     for entry in manifest.shards:
-        directory = paths.shards / entry.id
-        if not directory.is_dir():
+        prefix = f"{paths.shard(entry.id)}/"
+        stored = {o.key.removeprefix(prefix) for o in backend.list(paths.shard(entry.id))}
+        if not stored:
             report.problems.append(Problem(entry.id, None, "shard directory is missing"))
             if progress:
                 progress(entry.nbytes)
             continue
         bad = False
         for key, want in entry.files.items():
-            path = directory / key
             report.files += 1
             try:
-                size = path.stat().st_size
-                got = sha256_file(path)
-            except FileNotFoundError:
+                data = backend.read(prefix + key) if key in stored else None
+            except NotFound:
+                data = None
+            if data is None:
                 report.problems.append(Problem(entry.id, array_of(key), f"file {key} is missing"))
                 bad = True
                 continue
             if progress:
-                progress(size)
-            if got != want:
+                progress(len(data))
+            if digest_bytes(data) != want:
                 report.problems.append(
                     Problem(entry.id, array_of(key), f"file {key} is corrupted (digest mismatch)")
                 )
                 bad = True
-        for extra in _unlisted(directory, entry.files):
+        for extra in sorted(stored - set(entry.files)):
             report.problems.append(Problem(entry.id, array_of(extra), f"unlisted file {extra}"))
             bad = True
         if not bad:  # bytes are right: check the structure agrees with the manifest's counts
             try:
-                ShardReader(directory, entry, resolved.name).episode_table()
+                ShardReader(backend, paths.shard(entry.id), entry, resolved.name).episode_table()
             except FlexrlError as e:
                 report.problems.append(Problem(entry.id, None, str(e)))
     return report
@@ -165,19 +166,9 @@ def _tags_of(paths: DatasetPaths, version: int) -> dict[str, str | None]:
     }
 
 
-def _unlisted(directory: Path, files: dict[str, str]) -> list[str]:
-    found = []
-    for dirpath, _, names in os.walk(directory):
-        for name in names:
-            key = (Path(dirpath) / name).relative_to(directory).as_posix()
-            if key not in files:
-                found.append(key)
-    return sorted(found)
-
-
 @dataclass
 class Orphan:
-    path: Path
+    path: str  # where it is: a local path or a URI
     # "tmp": a shard being written or abandoned; "shard": complete, never committed;
     # "lease": the lease of a writer that is gone
     kind: str
@@ -185,6 +176,7 @@ class Orphan:
     age_s: float
     status: str  # "deletable", "writer running", "recent" (another host's, younger than grace)
     deleted: bool = False
+    key: str = ""  # its key in the dataset's storage
 
     def to_json(self) -> dict:
         return {
@@ -210,19 +202,19 @@ def gc(
     runs on this host, or, from another host, until it is older than `grace_s`.
     """
     paths = dataset_paths(workspace, name)
-    if not paths.root.is_dir():
+    if not paths.exists():
         raise FlexrlError(f"unknown dataset {name!r} (see `flexrl data ls`)")
     if not grace_s >= 0:
         raise FlexrlError(f"--grace must be >= 0 seconds, got {grace_s}")
-    # Directories first, then leases, then versions. A writer names a shard in its lease before
-    # creating it and drops it only after committing it, so each directory listed here is named
+    backend = paths.backend
+    # Shards first, then leases, then versions. A writer names a shard in its lease before
+    # creating it and drops it only after committing it, so each shard listed here is named
     # by a lease read below or referenced by a version read after that.
-    listed = []
-    for kind, parent in (("tmp", paths.tmp), ("shard", paths.shards)):
-        try:
-            listed += [(kind, parent / entry) for entry in sorted(os.listdir(parent))]
-        except FileNotFoundError:
-            continue
+    listed = [
+        (kind, f"{parent}/{entry}")
+        for kind, parent in (("tmp", TMP_DIR), ("shard", SHARDS_DIR))
+        for entry in backend.children(parent)
+    ]
     leases = read_leases(paths)  # a damaged lease stops gc: it may protect a live writer
     referenced: set[str] = set()
     for version in paths.list_versions():
@@ -231,48 +223,36 @@ def gc(
         manifest, _ = read_manifest_file(paths, version)
         referenced.update(s.id for s in manifest.own)
     now = time.time()
-    dead = {lease.path: lease.expired(now, grace_s) for lease in leases}
+    dead = {lease.key: lease.expired(now, grace_s) for lease in leases}
     owner = {shard: lease for lease in leases for shard in lease.shards}
     orphans = []
-    for kind, path in listed:
-        if kind == "shard" and path.name in referenced:
+    for kind, key in listed:
+        shard_id = key.rpartition("/")[2]
+        if kind == "shard" and shard_id in referenced:
             continue
-        try:
-            age = now - path.stat().st_mtime
-        except FileNotFoundError:
-            continue  # renamed or deleted meanwhile
-        lease = owner.get(path.name)
+        nbytes, mtime = backend.tree(key)
+        if mtime is None:
+            continue  # deleted meanwhile
+        age = now - mtime
+        lease = owner.get(shard_id)
         if lease is not None:
-            status = "deletable" if dead[lease.path] else "writer running"
+            status = "deletable" if dead[lease.key] else "writer running"
         else:
-            status = _unleased_status(path.name, age, grace_s)
-        orphans.append(Orphan(path, kind, _size(path), age, status))
+            status = _unleased_status(shard_id, age, grace_s)
+        orphans.append(Orphan(backend.where(key), kind, nbytes, age, status, key=key))
     for lease in leases:
-        if dead[lease.path]:
-            orphans.append(
-                Orphan(lease.path, "lease", _size(lease.path), now - lease.mtime, "deletable")
-            )
+        if dead[lease.key]:
+            where, age = backend.where(lease.key), now - lease.mtime
+            orphans.append(Orphan(where, "lease", lease.size, age, "deletable", key=lease.key))
     if apply:
         for orphan in orphans:
             if orphan.status == "deletable":
-                _delete(orphan.path, paths.tmp)
-                orphan.deleted = not orphan.path.exists()
+                if orphan.kind == "lease":
+                    backend.delete(orphan.key)
+                else:
+                    backend.delete_shard(orphan.key, TMP_DIR)
+                orphan.deleted = True
     return orphans
-
-
-def _delete(path: Path, tmp: Path) -> None:
-    """A lease file goes at once; a shard directory is first renamed into tmp/, so a shard
-    directory that exists is always complete (a writer checks that before it commits)."""
-    if path.is_file():
-        path.unlink(missing_ok=True)
-        return
-    doomed = path if path.name.endswith(DELETED) else tmp / f"{path.name}{DELETED}"
-    tmp.mkdir(exist_ok=True)
-    try:
-        os.rename(path, doomed)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _unleased_status(entry: str, age_s: float, grace_s: float) -> str:
@@ -282,16 +262,3 @@ def _unleased_status(entry: str, age_s: float, grace_s: float) -> str:
     if owner is not None and owner[0] == this_host():
         return "writer running" if pid_alive(owner[1]) else "deletable"
     return "recent" if age_s < grace_s else "deletable"
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for dirpath, _, names in os.walk(path):
-        for name in names:
-            try:
-                total += (Path(dirpath) / name).stat().st_size
-            except FileNotFoundError:
-                continue
-    return total

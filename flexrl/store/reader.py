@@ -17,19 +17,20 @@ import numpy as np
 from flexrl.errors import FlexrlError
 from flexrl.store.catalog import ResolvedVersion, dataset_paths, read_manifest, resolve
 from flexrl.store.episode import Episode
-from flexrl.store.format import NO_SEED, Manifest, ShardEntry
+from flexrl.store.format import NO_SEED, DatasetPaths, Manifest, ShardEntry
 from flexrl.store.shard import ShardReader
 
 _SHARD_CACHE_SIZE = 512
 _shard_cache: OrderedDict[tuple[str, str, str], ShardReader] = OrderedDict()
 
 
-def _open_shard(directory: Path, entry: ShardEntry, dataset: str) -> ShardReader:
+def _open_shard(paths: DatasetPaths, entry: ShardEntry, dataset: str) -> ShardReader:
     """Shard readers are shared across versions: a shard is immutable once committed."""
-    key = (str(directory), entry.id, entry.files.get("zarr.json", ""))
+    where = paths.where(paths.shard(entry.id))
+    key = (where, entry.id, entry.files.get("zarr.json", ""))
     reader = _shard_cache.get(key)
     if reader is None or reader.entry.files != entry.files:
-        reader = ShardReader(directory, entry, dataset)
+        reader = ShardReader(paths.backend, paths.shard(entry.id), entry, dataset)
         _shard_cache[key] = reader
         while len(_shard_cache) > _SHARD_CACHE_SIZE:
             _shard_cache.popitem(last=False)
@@ -170,7 +171,7 @@ class Dataset:
     def __init__(self, resolved: ResolvedVersion, manifest: Manifest, workspace: Path | None):
         self.resolved = resolved
         self.manifest = manifest
-        self.paths = dataset_paths(workspace, resolved.name)
+        self.paths = dataset_paths(workspace, resolved.address)
         self._shards: list[ShardReader | None] = [None] * len(manifest.shards)
         self._index: _Index | None = None
 
@@ -212,7 +213,7 @@ class Dataset:
         reader = self._shards[i]
         if reader is None:
             entry = self.manifest.shards[i]
-            reader = _open_shard(self.paths.shards / entry.id, entry, self.name)
+            reader = _open_shard(self.paths, entry, self.name)
             self._shards[i] = reader
         return reader
 
@@ -403,12 +404,13 @@ class Dataset:
 
 
 def open_dataset(ref: str, workspace: str | Path | None = None) -> Dataset:
-    """Open `name` (latest), `name@v3` or `name@tag` under `<workspace>/datasets/`.
+    """Open `name` (latest), `name@v3` or `name@tag` under `<workspace>/datasets/`, or the same
+    with a URI for the name (`s3://bucket/prefix/name@v3`).
 
     The workspace defaults to $FLEXRL_WORKSPACE or ./workspace.
     """
     resolved = resolve(ref, workspace)
-    paths = dataset_paths(workspace, resolved.name)
+    paths = dataset_paths(workspace, resolved.address)
     manifest, digest = read_manifest(paths, resolved.version)
     if digest != resolved.digest:  # the file changed between two reads: never expected
         raise FlexrlError(f"{resolved.ref}: manifest changed while being read")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from zarr.codecs import BloscCodec
 
 from flexrl.errors import FlexrlError
 from flexrl.store import chunkio
+from flexrl.store.backend import SHARD_ROOT, Backend, NotFound, ShardUpload
 from flexrl.store.episode import Episode
 from flexrl.store.format import (
     EPISODE_ARRAYS,
@@ -22,8 +24,10 @@ from flexrl.store.format import (
     Lineage,
     Schema,
     ShardEntry,
+    digest_bytes,
     utc_now,
 )
+from flexrl.store.objcache import object_cache
 from flexrl.store.zstore import CorruptShardError, DigestingStore, VerifyingStore, check_object
 
 COMPRESSIONS = ("lz4", "zstd", "none")
@@ -121,7 +125,7 @@ class _Plan:
 
 
 def _encode_chunk(
-    directory: Path, plan: _Plan, index: int, durable: bool
+    upload: ShardUpload, plan: _Plan, index: int
 ) -> tuple[str, str, int, dict | None]:
     """Assemble, (stats,) encode, hash and write chunk `index` of `plan` (runs in the pool)."""
     a = index * plan.chunk
@@ -134,21 +138,21 @@ def _encode_chunk(
         piece = padded
     encoded = plan.codec.encode(np.ascontiguousarray(piece).reshape(-1).view(np.uint8))
     key = chunkio.chunk_key(plan.name, index, 1 + len(plan.row_shape))
-    size = chunkio.write_file(directory / key, encoded, durable)
+    size = upload.put(key, encoded)
     return key, chunkio.digest(encoded), size, stats
 
 
 def write_shard(
-    directory: Path,
+    upload: ShardUpload,
     shard_id: str,
     episodes: Sequence[Episode],
     schema: Schema,
     lineage: Lineage,
     compression: str = "lz4",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    durable: bool = True,
 ) -> ShardEntry:
-    """Write `episodes` as a new Zarr v3 group at `directory` and describe it for a manifest."""
+    """Write `episodes` as a new Zarr v3 group through `upload` (a backend's, see
+    backend.begin_shard) and describe it for a manifest. The root `zarr.json` goes last."""
     if compression not in COMPRESSIONS:
         raise FlexrlError(
             f"unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}"
@@ -195,7 +199,7 @@ def write_shard(
     )
     write = _write_arrays if fast else _write_arrays_zarr
     arrays, files, nbytes = write(
-        directory, step_parts, offsets, per_episode, meta, compression, chunk_bytes, durable
+        upload, step_parts, offsets, per_episode, meta, compression, chunk_bytes
     )
     return ShardEntry(
         id=shard_id,
@@ -210,14 +214,13 @@ def write_shard(
 
 
 def _write_arrays(
-    directory: Path,
+    upload: ShardUpload,
     step_parts: dict[str, list[np.ndarray]],
     offsets: np.ndarray,
     per_episode: dict[str, np.ndarray],
     meta: dict[str, Any],
     compression: str,
     chunk_bytes: int,
-    durable: bool,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
     """The direct writer: every chunk is a pool task (see chunkio); zarr.json files last."""
     plans: list[_Plan] = []
@@ -234,15 +237,9 @@ def _write_arrays(
         assert meta_json["codecs"][1:] == codecs
         stats = name in ("observations", "actions")
         plans.append(_Plan(name, parts, starts, chunk, codec, stats))
-    directory.mkdir(parents=True)
-    dirs = {directory}
-    for plan in plans:
-        (directory / plan.name).mkdir(parents=True, exist_ok=True)
-        dirs.update(p for p in (directory / plan.name).parents if directory in p.parents)
-        dirs.add(directory / plan.name)
     tasks = [(p, i) for p in plans for i in range(-(-p.rows // p.chunk))]
     tasks.sort(key=lambda t: -t[0].chunk * t[0].parts[0][0].nbytes)  # big chunks first
-    results = chunkio.run_all(lambda t: _encode_chunk(directory, t[0], t[1], durable), tasks)
+    results = chunkio.run_all(lambda t: _encode_chunk(upload, t[0], t[1]), tasks)
     files: dict[str, str] = {}
     nbytes = 0
     chunk_stats: dict[str, list[tuple[int, dict]]] = {"observations": [], "actions": []}
@@ -270,33 +267,46 @@ def _write_arrays(
             "codecs": array_meta["codecs"],
             "chunk_key_encoding": array_meta["chunk_key_encoding"],
         }
-    for sub in sorted(dirs - {directory} - {directory / p.name for p in plans}):
+    groups = {str(Path(p.name).parents[i]) for p in plans for i in range(len(Path(p.name).parents))}
+    for sub in sorted(groups - {"."}):
         # a group holding arrays (infos/): zarr-python writes its zarr.json too
-        documents[f"{sub.relative_to(directory).as_posix()}/zarr.json"] = chunkio.dump(
-            chunkio.group_json({})
-        )
-    documents["zarr.json"] = chunkio.dump(chunkio.group_json({"flexrl": meta}))
+        documents[f"{sub}/zarr.json"] = chunkio.dump(chunkio.group_json({}))
     items = list(documents.items())
-    sizes = chunkio.run_all(lambda kv: chunkio.write_file(directory / kv[0], kv[1], durable), items)
+    items.append((SHARD_ROOT, chunkio.dump(chunkio.group_json({"flexrl": meta}))))
+    sizes = chunkio.run_all(lambda kv: upload.put(kv[0], kv[1]), items[:-1])
+    sizes.append(upload.put(*items[-1]))  # last: a shard whose root object exists is complete
     nbytes += sum(sizes)
     files.update((key, chunkio.digest(raw)) for key, raw in items)
-    if durable:
-        chunkio.run_all(chunkio.fsync_dir, sorted(dirs))
     return arrays, files, nbytes
 
 
 def _write_arrays_zarr(
-    directory: Path,
+    upload: ShardUpload,
     step_parts: dict[str, list[np.ndarray]],
     offsets: np.ndarray,
     per_episode: dict[str, np.ndarray],
     meta: dict[str, Any],
     compression: str,
     chunk_bytes: int,
-    durable: bool,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
     """Fallback through zarr-python for dtypes the direct writer does not take (complex,
-    big-endian): same layout, slower."""
+    big-endian): same layout, slower. zarr writes into a private directory, whose files then
+    go through `upload` (root zarr.json last)."""
+    with tempfile.TemporaryDirectory(prefix="flexrl-shard-") as directory:
+        return _zarr_write(
+            Path(directory), upload, step_parts, per_episode, meta, compression, chunk_bytes
+        )
+
+
+def _zarr_write(
+    directory: Path,
+    upload: ShardUpload,
+    step_parts: dict[str, list[np.ndarray]],
+    per_episode: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    compression: str,
+    chunk_bytes: int,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
     data = {
         name: np.concatenate(parts) if len(parts) > 1 else parts[0]
         for name, parts in step_parts.items()
@@ -334,14 +344,8 @@ def _write_arrays_zarr(
                 "chunk_key_encoding": array_meta["chunk_key_encoding"],
             }
     nbytes = 0
-    for key in store.digests:
-        path = directory / key
-        nbytes += path.stat().st_size
-        if durable:
-            chunkio.fsync_file(path)
-    if durable:
-        for sub in {(directory / k).parent for k in store.digests}:
-            chunkio.fsync_dir(sub)
+    for key in sorted(store.digests, key=lambda k: k == SHARD_ROOT):  # the root last
+        nbytes += upload.put(key, (directory / key).read_bytes())
     return arrays, dict(store.digests), nbytes
 
 
@@ -349,20 +353,28 @@ class ShardReader:
     """Read access to one committed shard; every byte read from disk is digest-checked.
 
     Arrays whose codecs chunkio handles (all that flexrl writes) are read directly: each chunk
-    file is read, its sha256 compared with the manifest, then decoded (into the caller's buffer
-    when a whole chunk is wanted), chunks in parallel. Anything else goes through zarr-python
-    and a VerifyingStore, which checks the same digests.
+    object is read, its sha256 compared with the manifest, then decoded (into the caller's
+    buffer when a whole chunk is wanted), chunks in parallel. Anything else goes through
+    zarr-python and a VerifyingStore, which checks the same digests. From an object store,
+    verified objects are kept in the local ObjectCache (by digest), which serves them next time.
     """
 
-    def __init__(self, directory: Path, entry: ShardEntry, dataset: str):
-        self.directory = directory
+    def __init__(self, backend: Backend, key: str, entry: ShardEntry, dataset: str):
+        self.backend = backend
+        self.key = key  # shards/<id>
         self.entry = entry
         self.label = f"{dataset}/{entry.id}"
-        if not directory.is_dir():
-            raise CorruptShardError(f"shard {self.label} is missing from {directory.parent}")
-        self.store = VerifyingStore(directory, entry.files, self.label)
+        self.cache = object_cache() if backend.remote else None
+        self.store = VerifyingStore(self.fetch, entry.files, self.label)
         try:
-            group_meta = json.loads(self.read_object("zarr.json"))
+            raw = self.read_object(SHARD_ROOT)
+        except CorruptShardError:
+            if not backend.list(key):  # nothing of it at all
+                where = backend.where(key).rpartition("/")[0]
+                raise CorruptShardError(f"shard {self.label} is missing from {where}") from None
+            raise
+        try:
+            group_meta = json.loads(raw)
             if group_meta.get("node_type") != "group" or group_meta.get("zarr_format") != 3:
                 raise ValueError("zarr.json is not a Zarr v3 group")
         except FlexrlError:
@@ -381,15 +393,26 @@ class ShardReader:
         self._layout: dict[str, tuple[tuple[int, ...], int, str]] = {}
         self._episode_table: dict[str, np.ndarray] | None = None
 
-    def read_object(self, key: str) -> bytes:
-        """The bytes of one file of the shard, refused unless they match the manifest."""
+    def fetch(self, key: str) -> bytes | None:
+        """One stored object of the shard as it is (None if absent), unchecked."""
         try:
-            with open(self.directory / key, "rb") as f:
-                data: bytes | None = f.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            data = None
+            return self.backend.read(f"{self.key}/{key}")
+        except NotFound:
+            return None
+
+    def read_object(self, key: str) -> bytes:
+        """The bytes of one object of the shard, refused unless they match the manifest. From
+        an object store, a verified object is kept in the local cache, keyed by its digest."""
+        want = self.entry.files.get(key)
+        if self.cache is not None and want is not None:
+            cached = self.cache.get(want)
+            if cached is not None and digest_bytes(cached) == want:
+                return cached
+        data = self.fetch(key)
         check_object(self.label, self.entry.files, key, data)
-        assert data is not None
+        assert data is not None and want is not None
+        if self.cache is not None:
+            self.cache.put(want, data)
         return data
 
     @property

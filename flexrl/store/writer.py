@@ -6,8 +6,9 @@
                           terminations=term, truncations=trunc, seed=s, task="walk")
     # leaving the block commits one new version (an exception discards the pending shards)
 
-A shard is written under `tmp/<id>/`, renamed into `shards/<id>/` when complete, and becomes
-visible only when a version manifest naming it is created with an exclusive create. A writer
+A shard is written under `tmp/<id>/` and renamed into `shards/<id>/` when complete (on an
+object store its objects are put in place, the root `zarr.json` last); it becomes visible only
+when a version manifest naming it is created with an exclusive create (S3: If-None-Match). A writer
 that loses the race for version N+1 re-reads version N+1 and tries N+2, so any number of
 processes can commit into one dataset and nothing is lost.
 """
@@ -15,20 +16,18 @@ processes can commit into one dataset and nothing is lost.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from flexrl.errors import FlexrlError
-from flexrl.fileio import atomic_write_bytes, create_exclusive
-from flexrl.store import chunkio
+from flexrl.store.backend import SHARD_ROOT
 from flexrl.store.catalog import back_to_checkpoint, dataset_paths, read_manifest_file
 from flexrl.store.episode import Episode, check_finite, make_episode, narrow_floats, schema_of
 from flexrl.store.format import (
+    TMP_DIR,
     DatasetPaths,
     Lineage,
     Manifest,
@@ -54,13 +53,14 @@ def _check_present(
     shards: list[ShardEntry],
     files: bool,
 ) -> None:
-    """Refuse to name a shard that is gone: the new version would be unreadable. A directory
-    in shards/ is complete (gc renames one away before deleting it), so its existence
-    suffices for `inherited` (what the parent's file lists, or a new segment holds); `files`
-    also checks every file of the writer's own shards."""
-    name = paths.name
+    """Refuse to name a shard that is gone: the new version would be unreadable. A shard whose
+    root `zarr.json` exists is complete (written last; gc deletes or renames it away first),
+    so that suffices for `inherited` (what the parent's file lists, or a new segment holds);
+    `files` also checks every object of the writer's own shards."""
+    name = paths.address
+    present = paths.backend.exists
     for entry in inherited:
-        if not (paths.shards / entry.id).is_dir():
+        if not present(f"{paths.shard(entry.id)}/{SHARD_ROOT}"):
             assert parent is not None
             raise FlexrlError(
                 f"cannot commit to {name}: its latest version v{parent.version} names shard "
@@ -68,11 +68,11 @@ def _check_present(
                 f"damaged too; nothing was committed (see `flexrl data verify {name}`)"
             )
     for entry in shards:
-        gone = "directory" if not (paths.shards / entry.id).is_dir() else None
+        gone = None if present(f"{paths.shard(entry.id)}/{SHARD_ROOT}") else "directory"
         if gone is None and files:
-            gone = next(
-                (k for k in entry.files if not (paths.shards / entry.id / k).is_file()), None
-            )
+            prefix = f"{paths.shard(entry.id)}/"
+            stored = {o.key.removeprefix(prefix) for o in paths.backend.list(paths.shard(entry.id))}
+            gone = next((k for k in entry.files if k not in stored), None)
         if gone is not None:
             raise FlexrlError(
                 f"cannot commit to {name}: this writer's shard {entry.id} is gone ({gone} "
@@ -94,10 +94,9 @@ def _fold_segment(
     first = last.segments[-1].last_version + 1 if last.segments else 1
     data = encode_segment(entries)
     ref = SegmentRef(digest_bytes(data), len(entries), first, parent.version)
-    paths.segments.mkdir(parents=True, exist_ok=True)
-    path = paths.segment(ref)
-    if not create_exclusive(path, data) and digest_bytes(path.read_bytes()) != ref.digest:
-        atomic_write_bytes(path, data)  # a damaged copy: its right bytes are known
+    key = paths.segment(ref)
+    if not paths.backend.create(key, data) and digest_bytes(paths.backend.read(key)) != ref.digest:
+        paths.backend.replace(key, data)  # a damaged copy: its right bytes are known
     return [*last.segments, ref], entries
 
 
@@ -127,7 +126,6 @@ def commit_shards(
     before the version is created, the shards it adds and those its parent's file lists (or
     its new segment holds) must exist and `lease` (which keeps gc off `shards`) must still be
     held."""
-    paths.versions.mkdir(parents=True, exist_ok=True)
     for attempt in range(MAX_COMMIT_ATTEMPTS):
         latest: tuple[Manifest, str] | None = known
         if attempt > 0 or known is None:
@@ -137,7 +135,7 @@ def commit_shards(
         if parent is not None:
             problem = parent.schema.mismatch(schema)
             if problem:
-                raise FlexrlError(f"cannot commit to {paths.name}: {problem}")
+                raise FlexrlError(f"cannot commit to {paths.address}: {problem}")
             if is_checkpoint(parent.version + 1):
                 segments, inherited = _fold_segment(paths, parent)
         manifest = Manifest.on_top_of(
@@ -154,11 +152,11 @@ def commit_shards(
         if lease is not None:
             lease.check()
         data = manifest.to_bytes()
-        if create_exclusive(paths.version(manifest.version), data):
+        if paths.backend.create(paths.version(manifest.version), data):
             return manifest, digest_bytes(data)
         # Lost the race: someone else made this version. Back off a little, re-read, retry.
         time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))
-    raise FlexrlError(f"could not commit to {paths.name} after {MAX_COMMIT_ATTEMPTS} attempts")
+    raise FlexrlError(f"could not commit to {paths.address} after {MAX_COMMIT_ATTEMPTS} attempts")
 
 
 class ShardWriter:
@@ -269,25 +267,22 @@ class ShardWriter:
             self._lease = Lease(self.paths, self.lease_ttl_s)
         lease = self._lease
         lease.add(shard_id)  # before its directory exists: gc must never see it unnamed
-        self.paths.tmp.mkdir(parents=True, exist_ok=True)
-        self.paths.shards.mkdir(parents=True, exist_ok=True)
-        tmp = self.paths.tmp / shard_id
+        upload = self.paths.backend.begin_shard(
+            self.paths.shard(shard_id), self.paths.staging(shard_id), self.durable
+        )
         try:
             entry = write_shard(
-                tmp,
+                upload,
                 shard_id,
                 self._buffer,
                 self.schema,
                 self.lineage,
                 self.compression,
                 self.chunk_bytes,
-                self.durable,
             )
-            os.rename(tmp, self.paths.shards / shard_id)  # complete shards only in shards/
-            if self.durable:  # the rename itself survives a power cut before the commit
-                chunkio.fsync_dir(self.paths.shards)
+            upload.finish()  # complete shards only in shards/
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            upload.discard()
             lease.remove([shard_id])
             if not self._pending:
                 self._release()
@@ -348,7 +343,7 @@ class ShardWriter:
         """Drop buffered episodes and delete shards written but not committed."""
         self._buffer, self._buffer_bytes = [], 0
         for entry in self._pending:
-            shutil.rmtree(self.paths.shards / entry.id, ignore_errors=True)
+            self.paths.backend.delete_shard(self.paths.shard(entry.id), TMP_DIR)
         self._pending = []
         self._release()
 

@@ -11,6 +11,7 @@ numbers. `check_object` is the one check both paths use.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,6 @@ from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.core.buffer.core import default_buffer_prototype
 from zarr.storage import LocalStore
-from zarr.storage._local import _get
 
 from flexrl.errors import FlexrlError
 from flexrl.store.format import digest_bytes
@@ -95,23 +95,29 @@ class DigestingStore(LocalStore):
 
 
 class VerifyingStore(LocalStore):
-    """A read-only LocalStore that serves only objects whose bytes match `expected` digests.
+    """A read-only zarr store that serves only objects whose bytes match `expected` digests.
 
-    Every fetch from disk is checked (not only the first): the cost is one sha256 pass over the
-    stored (compressed) bytes, about 1-2 GB/s per core with SHA extensions, paid once per chunk
-    read from disk; the samplers' chunk cache serves hot chunks without reading again.
+    Objects come from `fetch(key)` (the shard's backend: a directory or an object store; None
+    when absent); the LocalStore base only supplies zarr's store interface. Every fetch is
+    checked (not only the first): one sha256 pass over the stored (compressed) bytes.
     """
 
-    def __init__(self, root: Path | str, expected: dict[str, str], label: str) -> None:
-        super().__init__(root, read_only=True)
+    def __init__(
+        self, fetch: Callable[[str], bytes | None], expected: dict[str, str], label: str
+    ) -> None:
+        super().__init__(Path("/flexrl-shard") / label, read_only=True)  # a name, never opened
+        self.fetch = fetch
         self.expected = expected
         self.label = label
 
+    async def _open(self, *, mode: Any = None) -> None:
+        self._is_open = True  # nothing on disk to check: objects come from fetch
+
     def with_read_only(self, read_only: bool = False) -> VerifyingStore:
-        return VerifyingStore(self.root, self.expected, self.label)
+        return VerifyingStore(self.fetch, self.expected, self.label)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, VerifyingStore) and other.root == self.root
+        return isinstance(other, VerifyingStore) and other.label == self.label
 
     __hash__ = LocalStore.__hash__
 
@@ -123,10 +129,8 @@ class VerifyingStore(LocalStore):
         )
 
     def _fetch(self, key: str, prototype: BufferPrototype) -> Buffer | None:
-        try:
-            data = _get(self.root / key, prototype, None)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            data = None
+        raw = self.fetch(key)
+        data = None if raw is None else prototype.buffer.from_bytes(raw)
         self.check(key, data)
         return data
 

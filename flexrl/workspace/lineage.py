@@ -145,7 +145,7 @@ def _store_shards(root: Path) -> ShardsOf:
             version = resolve(ref, root)
             if version.digest != digest:
                 return None
-            manifest, _ = read_manifest(dataset_paths(root, version.name), version.version)
+            manifest, _ = read_manifest(dataset_paths(root, version.address), version.version)
         except FlexrlError:
             return None
         return frozenset(s.id for s in manifest.shards)

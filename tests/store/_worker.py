@@ -40,21 +40,24 @@ def crash(ws: str, name: str, where: str, signal_file: str) -> None:
     with ShardWriter(name, ws) as w:
         for k in range(5):
             w.add_episode(**episode(0, k))
-    if where == "mid-shard":
-        from flexrl.store import chunkio
+    if where == "mid-shard":  # on any backend: a local directory or an object store
+        from flexrl.store import backend
 
-        original = chunkio.write_file
         count = [0]
 
-        def slow_write(path, data, durable):
-            size = original(path, data, durable)
-            count[0] += 1
-            if count[0] == 6:  # some arrays of the shard are on disk, others not yet
-                Path(signal_file).write_text("writing")
-                time.sleep(600)
-            return size
+        def slow(put):
+            def put_then_hang(self, key, data):
+                size = put(self, key, data)
+                count[0] += 1
+                if count[0] == 6:  # some objects of the shard are stored, others not yet
+                    Path(signal_file).write_text("writing")
+                    time.sleep(600)
+                return size
 
-        chunkio.write_file = slow_write
+            return put_then_hang
+
+        backend._LocalShard.put = slow(backend._LocalShard.put)
+        backend._ObjectShard.put = slow(backend._ObjectShard.put)
     else:  # the shard is complete in shards/ but no version names it yet
         from flexrl.store import writer as writer_module
 

@@ -102,9 +102,9 @@ def test_writer_killed_with_sigkill(ws: Path, tmp_path: Path, where: str) -> Non
     assert all(o.status == "deletable" and o.nbytes > 0 for o in orphans)
     listed = cli("data", "gc", "walk", "--json", "--workspace", str(ws))
     assert listed.code == 0 and str(orphans[0].path) in listed.stdout
-    assert all(o.path.exists() for o in orphans)  # listing deletes nothing
+    assert all(Path(o.path).exists() for o in orphans)  # listing deletes nothing
     applied = cli("data", "gc", "walk", "--apply", "--workspace", str(ws))
     assert applied.code == 0, applied.stderr
-    assert not any(o.path.exists() for o in orphans)
+    assert not any(Path(o.path).exists() for o in orphans)
     assert gc("walk", ws) == []
     assert resolve("walk", ws).version == 1 and verify("walk", ws).ok

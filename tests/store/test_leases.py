@@ -105,7 +105,7 @@ def test_killed_writer_lease_expires_then_gc_cleans_up(ws: Path, tmp_path: Path)
 
     out = cli("data", "gc", "walk", "--apply", "--grace", "0", "--workspace", str(ws))
     assert out.code == 0, out.stderr
-    assert not any(o.path.exists() for o in orphans)
+    assert not any(Path(o.path).exists() for o in orphans)
     assert gc("walk", ws, grace_s=0) == []
     assert tree_digest(ws / "datasets/walk/versions") == versions
     assert verify("walk", ws).ok and len(open_dataset("walk", ws)) == 3

@@ -55,7 +55,7 @@ def test_deltas_list_what_they_add_and_every_version_reads(ten_versions: Path) -
 def test_a_damaged_segment_damages_its_checkpoints(ten_versions: Path) -> None:
     ws = ten_versions
     segment = json.loads(manifest_file(ws, 4).read_bytes())["segments"][0]
-    first = fmt.DatasetPaths.of(ws, "walk").segment(fmt.SegmentRef.from_json(segment))
+    first = ws / "datasets/walk" / fmt.DatasetPaths.segment(fmt.SegmentRef.from_json(segment))
     good = first.read_bytes()
     first.write_bytes(good.replace(b'"episodes": 1', b'"episodes": 2', 1))
     for v in (4, 5, 8, 10):  # every version whose checkpoint names it
