@@ -41,7 +41,12 @@ def collect(
         ),
     ],
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Dataset name; the collection is a new version.")
+        str,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="Dataset name, or URI (s3://bucket/prefix/NAME); the collection is a new version.",
+        ),
     ],
     episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Episodes to collect.")],
     task: Annotated[

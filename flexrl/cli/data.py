@@ -44,7 +44,11 @@ def dataset_artifact(version: catalog.ResolvedVersion, role: str | None = None) 
 
 
 RefArgument = Annotated[
-    str, typer.Argument(help="Dataset reference: NAME (latest version), NAME@v3 or NAME@TAG.")
+    str,
+    typer.Argument(
+        help="Dataset reference: NAME (latest version), NAME@v3 or NAME@TAG; NAME may be a URI "
+        "(s3://bucket/prefix/NAME, gs://, az://, file://)."
+    ),
 ]
 
 
@@ -69,10 +73,20 @@ def _lineage_text(lineage: dict) -> str:
 
 
 @app.command("ls")
-def ls(json: JsonOption = False, workspace: WorkspaceOption = DEFAULT_WORKSPACE) -> None:
+def ls(
+    location: Annotated[
+        str | None,
+        typer.Argument(
+            help="An object store prefix to list instead of the workspace "
+            "(s3://bucket/prefix; credentials from AWS_* variables)."
+        ),
+    ] = None,
+    json: JsonOption = False,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+) -> None:
     """List datasets with their latest version, episodes, steps and size on disk."""
     rows = []
-    for name in catalog.list_datasets(workspace):
+    for name in catalog.list_datasets(workspace, location):
         paths = catalog.dataset_paths(workspace, name)
         versions = paths.list_versions()
         row: dict = {"name": name, "versions": len(versions), "latest": None}
@@ -95,7 +109,7 @@ def ls(json: JsonOption = False, workspace: WorkspaceOption = DEFAULT_WORKSPACE)
         print_json(rows)
         return
     if not rows:
-        console.print(f"no datasets in {workspace}")
+        console.print(f"no datasets in {location or workspace}")
         return
     table = Table(box=None, header_style="bold")
     for column in ("name", "latest", "episodes", "steps", "size", "tags", "updated (UTC)"):
@@ -221,7 +235,7 @@ def _print_info(ds: Dataset, stats: DatasetStats) -> None:
 
 @app.command("log")
 def log(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    name: Annotated[str, typer.Argument(help="Dataset name or URI (s3://bucket/prefix/NAME).")],
     json: JsonOption = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
@@ -346,7 +360,7 @@ def verify(
 
 @app.command("gc")
 def gc(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    name: Annotated[str, typer.Argument(help="Dataset name or URI (s3://bucket/prefix/NAME).")],
     apply: Annotated[
         bool, typer.Option("--apply", help="Delete the orphans (default: only list them).")
     ] = False,

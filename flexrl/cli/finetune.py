@@ -31,8 +31,9 @@ DatasetOption = Annotated[
     typer.Option(
         "--dataset",
         "-d",
-        help="Dataset reference: name, name@v3 or name@tag. Required, unless --resume "
-        "names a run (then that run's dataset).",
+        help="Dataset reference: name, name@v3 or name@tag; the name may be a URI "
+        "(s3://bucket/prefix/name@v3). Required, unless --resume names a run (then that run's "
+        "dataset).",
     ),
 ]
 ConfigOption = Annotated[

@@ -47,8 +47,9 @@ def train(
     record_to: Annotated[
         str | None,
         typer.Option(
-            help="Also store the training rollouts as this dataset (a mixed-quality 'replay'); "
-            "a version is committed with every checkpoint.",
+            help="Also store the training rollouts as this dataset (a name, or a URI such as "
+            "s3://bucket/prefix/NAME; a mixed-quality 'replay'); a version is committed with "
+            "every checkpoint.",
         ),
     ] = None,
     record_every: Annotated[

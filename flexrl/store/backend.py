@@ -275,7 +275,19 @@ class ObjectBackend:
         return f"{self.location}/{key}"
 
     def _fail(self, what: str, e: Exception) -> FlexrlError:
-        return FlexrlError(f"{self.location}: {what} failed: {_first(e)}")
+        """One line that says what to fix (retries with backoff are already spent)."""
+        from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+
+        text = _first(e)
+        if isinstance(e, PermissionDeniedError | UnauthenticatedError) or " 403 " in text:
+            text = (
+                "access denied (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's "
+                "permissions)"
+            )
+        elif "error sending request" in text or "onnection refused" in text:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the storage service"
+            text = f"cannot reach {endpoint} (check AWS_ENDPOINT_URL and the network): {text}"
+        return FlexrlError(f"{self.location}: {what} failed: {text}")
 
     def read(self, key: str) -> bytes:
         import obstore

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flexrl.errors import FlexrlError
-from flexrl.store.backend import NotFound, open_backend
+from flexrl.store.backend import NotFound, is_uri, open_backend
 from flexrl.store.format import (
     DATASETS_DIR,
     NAME_RE,
@@ -228,6 +228,11 @@ def list_tags(paths: DatasetPaths) -> dict[str, int]:
 def list_datasets(workspace: str | Path | None = None, location: str | None = None) -> list[str]:
     """The datasets under the workspace (their names), or under a URI prefix (their URIs)."""
     if location is not None:
+        if not is_uri(location):
+            raise FlexrlError(
+                f"{location!r} is not a URI: list an object store prefix (s3://bucket/prefix), "
+                "or a workspace with --workspace"
+            )
         base = location.rstrip("/")
         names = open_backend(base).children("")
         return [f"{base}/{n}" for n in names if NAME_RE.fullmatch(n)]

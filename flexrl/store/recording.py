@@ -21,7 +21,7 @@ import numpy as np
 
 from flexrl.errors import FlexrlError
 from flexrl.store.episode import Episode, make_episode
-from flexrl.store.format import parse_ref
+from flexrl.store.format import check_name, parse_ref
 
 # Infos that are stored elsewhere: the goal as `goals`, the task as the episode's task.
 SKIPPED_INFO_KEYS = frozenset({"goal", "task_id", "final_obs", "final_info"})
@@ -30,9 +30,9 @@ MAX_INFO_VALUES = 64
 
 
 def check_dataset_name(name: str, option: str) -> None:
-    """A plain dataset name (the store's name rule refuses names that could escape datasets/);
+    """A dataset name (the store's name rule refuses names that could escape datasets/) or URI;
     writers add versions, so a reference such as `name@v2` is refused."""
-    if parse_ref(name).name != name:
+    if parse_ref(name).address != name:
         raise FlexrlError(
             f"{option} takes a dataset name, not a reference: {name!r} (writing adds a version)"
         )
@@ -60,10 +60,10 @@ def flat_infos(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
 @functools.lru_cache(maxsize=1024)  # called for every key of every step
 def _storable_key(name: str) -> bool:
     try:
-        parse_ref(name)  # the store's name rule also applies to info keys
+        check_name(name, "info key")  # the store's name rule also applies to info keys
     except FlexrlError:
         return False
-    return "@" not in name
+    return True
 
 
 class EpisodeBuffer:
