@@ -26,7 +26,7 @@ from flexrl.cli.common import (
 )
 from flexrl.cli.data import policy_label
 from flexrl.errors import FlexrlError
-from flexrl.store import open_dataset
+from flexrl.store import open_dataset, parse_ref
 from flexrl.workspace import Workspace
 
 
@@ -163,7 +163,8 @@ def collect(
     )
     plan = plan_collection(ws, request)  # bad input fails here: no run, nothing stored
     seed = plan.settings.seed  # drawn when --seed was not given
-    run = ws.start_run("collect", dataset, recipe=plan.settings, seed=seed, inputs=plan.inputs)
+    run_name = parse_ref(dataset).name  # a URI's last part
+    run = ws.start_run("collect", run_name, recipe=plan.settings, seed=seed, inputs=plan.inputs)
     with run:  # an interruption is recorded; run.json's outputs list what was committed
         if not json:
             console.print(f"run [bold]{run.id}[/bold] in {run.dir}  ·  seed {seed}")

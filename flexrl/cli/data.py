@@ -27,7 +27,7 @@ from flexrl.cli.common import (
 )
 from flexrl.errors import FlexrlError
 from flexrl.store import catalog, maintenance
-from flexrl.store.format import Lineage, check_dataset
+from flexrl.store.format import Lineage, check_dataset, parse_ref
 from flexrl.store.reader import Dataset, DatasetStats, open_dataset
 from flexrl.workspace import Artifact, ArtifactKind, Workspace
 from flexrl.workspace.provenance import code_version
@@ -476,7 +476,7 @@ def import_(
     if not path.exists():
         raise FlexrlError(f"{path}: no such Minari dataset directory")
     source = path.resolve()
-    with Workspace(workspace).start_run("import", f"import-{name}") as run:
+    with Workspace(workspace).start_run("import", f"import-{parse_ref(name).name}") as run:
         run.add_input(Artifact(kind=ArtifactKind.FILE, ref=str(source), role="minari"))
         lineage = Lineage(producer_run=run.id, code_version=code_version()[0].git_commit)
         with console.status(f"importing {path} as {name}"):
@@ -511,7 +511,7 @@ def relabel(
     source = catalog.resolve(ref, workspace)  # bad input fails before any run is recorded
     dataset = open_dataset(source.ref, workspace)
     check_relabel(dataset, name)
-    with Workspace(workspace).start_run("relabel", f"relabel-{name}") as run:
+    with Workspace(workspace).start_run("relabel", f"relabel-{parse_ref(name).name}") as run:
         run.add_input(dataset_artifact(source, role="source"))
         lineage = Lineage(producer_run=run.id, code_version=code_version()[0].git_commit)
         with console.status(f"relabelling {source.ref} into {name}"):

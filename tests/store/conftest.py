@@ -117,3 +117,21 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
     return tmp_path / "ws"
+
+
+@pytest.fixture(scope="session")
+def s3_server_env():
+    """A real S3-compatible server on loopback for the whole session (see s3server.py)."""
+    from .s3server import s3_server
+
+    with s3_server() as env:
+        yield env
+
+
+@pytest.fixture
+def s3(s3_server_env, monkeypatch, tmp_path: Path) -> str:
+    """A fresh prefix on the S3 server, its environment set, and a private object cache."""
+    for key, value in s3_server_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FLEXRL_CACHE_DIR", str(tmp_path / "cache"))
+    return f"s3://flexrl/{tmp_path.name}"
