@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
@@ -18,6 +18,7 @@ from flexrl.cli.common import (
     InstructionsOption,
     JsonOption,
     NamespaceOption,
+    StorageSecretOption,
     WorkspaceOption,
     console,
     parse_command,
@@ -27,7 +28,11 @@ from flexrl.cli.common import (
 from flexrl.cli.data import policy_label
 from flexrl.errors import FlexrlError
 from flexrl.store import open_dataset, parse_ref
+from flexrl.store.backend import is_uri
 from flexrl.workspace import Workspace
+
+if TYPE_CHECKING:
+    from flexrl.orchestrate.spec import KubernetesOptions
 
 
 def collect(
@@ -105,13 +110,15 @@ def collect(
             "--pods",
             min=1,
             help="Submit the collection as a Kubernetes Indexed Job of N pods writing into "
-            "DATASET on the workspace volume (ReadWriteMany); pod i collects EPISODES episodes "
+            "DATASET on the workspace volume (ReadWriteMany) or on object storage (a URI: see "
+            "--storage-secret); pod i collects EPISODES episodes "
             "from seed SEED + i x EPISODES, so no two pods collect the same one. Recorded as "
             "a sweep: follow it with `flexrl sweep status ID`.",
         ),
     ] = None,
     image: ImageOption = None,
     namespace: NamespaceOption = "flexrl",
+    storage_secret: StorageSecretOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="With --pods: print the Job; submit nothing.")
     ] = False,
@@ -133,7 +140,10 @@ def collect(
                 "env-id": env_id, "command": command, "workers": workers, "num-envs": num_envs,
                 "noise": noise, "stochastic": stochastic, "allow-nonfinite": allow_nonfinite,
                 "float64": float64}  # fmt: skip
-        _submit_pods(args, pods, seed, image, namespace, dry_run, workspace)
+        from flexrl.orchestrate.spec import KubernetesOptions
+
+        options = KubernetesOptions(namespace=namespace, storage_secret=storage_secret)
+        _submit_pods(args, pods, seed, image, options, dry_run, workspace)
         return
     # The domain pulls in gymnasium, MuJoCo and torch: import it only when collecting.
     from flexrl.collection import RANDOM, CollectRequest, collect, plan_collection
@@ -189,12 +199,13 @@ def collect(
                 f"[yellow]note[/yellow]: {result.ref} mixes {len(counts)} policies ({mix}); "
                 f"`flexrl data info {result.ref}` breaks it down"
             )
-    console.print(f"dataset {ws.root / 'datasets' / dataset}  ·  run {run.id}")
+    where = dataset if is_uri(dataset) else ws.root / "datasets" / dataset
+    console.print(f"dataset {where}  ·  run {run.id}")
 
 
 def _submit_pods(
-    args: dict, pods: int, seed: int | None, image: str | None, namespace: str, dry_run: bool,
-    workspace: Path,
+    args: dict, pods: int, seed: int | None, image: str | None, options: KubernetesOptions,
+    dry_run: bool, workspace: Path,
 ) -> None:  # fmt: skip
     """`collect --pods N`: a sweep of N collect trials, one pod each, into one dataset."""
     import secrets
@@ -203,7 +214,6 @@ def _submit_pods(
     from flexrl.collection.plan import DRAWN_SEED_BOUND, MAX_SEED
     from flexrl.orchestrate.records import trial_command
     from flexrl.orchestrate.spec import (
-        KubernetesOptions,
         LoadedSpec,
         Resources,
         collect_job_spec,
@@ -219,7 +229,7 @@ def _submit_pods(
             "episode k resets with SEED + i x EPISODES + k, which must fit 32 bits)"
         )
     kept = {k: v for k, v in args.items() if v is not None and v is not False}
-    spec = collect_job_spec(kept, pods, seed, KubernetesOptions(namespace=namespace), Resources())
+    spec = collect_job_spec(kept, pods, seed, options, Resources())
     raw = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     loaded = LoadedSpec(spec, Path("collect.yaml").resolve(), raw, None, None, expand(spec))
     if dry_run:  # what each index runs (its trial record holds it), then the Job

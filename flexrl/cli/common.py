@@ -54,6 +54,14 @@ ImageOption = Annotated[
     str | None, typer.Option(help="With --pods: the container image (flexrl:latest).")
 ]
 NamespaceOption = Annotated[str, typer.Option(help="With --pods: the Kubernetes namespace.")]
+StorageSecretOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --pods: a Kubernetes Secret whose keys (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_REGION) become the pods' environment, for a dataset on "
+        "object storage (s3://...)."
+    ),
+]
 CommandOption = Annotated[
     str | None,
     typer.Option(

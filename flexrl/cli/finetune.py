@@ -14,6 +14,7 @@ from flexrl.cli.common import (
     DEFAULT_WORKSPACE,
     ImageOption,
     NamespaceOption,
+    StorageSecretOption,
     WorkspaceOption,
     console,
 )
@@ -101,13 +102,14 @@ def bc(
     pods: PodsOption = None,
     image: ImageOption = None,
     namespace: NamespaceOption = "flexrl",
+    storage_secret: StorageSecretOption = None,
     dry_run: DryRunOption = False,
     progress: ProgressOption = True,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Behaviour Cloning (optionally top-% BC: data.top_percent) on a dataset version."""
     sets = [*(overrides or []), *([f"train.devices={devices}"] if devices else [])]
-    on_pods = Pods(pods, image, namespace, dry_run) if pods or dry_run else None
+    on_pods = Pods(pods, image, namespace, storage_secret, dry_run) if pods or dry_run else None
     _finetune("bc", dataset, config, name, init_from, resume, sets, progress, workspace, on_pods)
 
 
@@ -123,13 +125,14 @@ def dt(
     pods: PodsOption = None,
     image: ImageOption = None,
     namespace: NamespaceOption = "flexrl",
+    storage_secret: StorageSecretOption = None,
     dry_run: DryRunOption = False,
     progress: ProgressOption = True,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """A goal-conditioned Decision Transformer (GPT-2 backbone) on a dataset version."""
     sets = [*(overrides or []), *([f"train.devices={devices}"] if devices else [])]
-    on_pods = Pods(pods, image, namespace, dry_run) if pods or dry_run else None
+    on_pods = Pods(pods, image, namespace, storage_secret, dry_run) if pods or dry_run else None
     _finetune("dt", dataset, config, name, init_from, resume, sets, progress, workspace, on_pods)
 
 
@@ -145,6 +148,7 @@ class Pods:
     count: int | None
     image: str | None
     namespace: str
+    storage_secret: str | None
     dry_run: bool
 
 
@@ -315,7 +319,7 @@ def _submit_pods(
         raise FlexrlError("--dry-run prints the manifests of --pods N: give --pods")
     if recipe.train.devices > 1 and recipe.train.accelerator == "cpu":
         raise FlexrlError("--pods: on CPU each pod is one process (train.devices=1)")
-    options = KubernetesOptions(namespace=pods.namespace)
+    options = KubernetesOptions(namespace=pods.namespace, storage_secret=pods.storage_secret)
     slug = "".join(c if c.isalnum() else "-" for c in name.lower())[:30].strip("-")
     job = f"ft-{slug}-{secrets.token_hex(3)}"
     recipe_file = f"jobs/{job}/recipe.yaml"

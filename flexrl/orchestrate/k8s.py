@@ -144,6 +144,8 @@ def container_spec(
     }  # fmt: skip
     if want.gpu:
         resources["limits"]["nvidia.com/gpu"] = str(want.gpu)
+    # Object storage credentials stay in their Secret: the manifest names it, never a value.
+    env_from = [{"secretRef": {"name": k8s.storage_secret}}] if k8s.storage_secret else []
     return {
         "name": CONTAINER,
         "image": image,
@@ -154,6 +156,7 @@ def container_spec(
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "HOME", "value": "/tmp"},  # caches (matplotlib, torch) on the emptyDir
         ],
+        **({"envFrom": env_from} if env_from else {}),
         "resources": resources,
         "securityContext": {
             "allowPrivilegeEscalation": False,

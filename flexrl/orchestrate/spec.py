@@ -145,6 +145,9 @@ class KubernetesOptions(StrictModel):
     workspace_mount: str = "/workspace"
     ttl_seconds_after_finished: int = Field(86400, ge=0)
     run_as_user: int = Field(1000, ge=1, description="non-root uid the trial runs as")
+    # A Secret whose keys (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    # AWS_REGION) become the pods' environment: for datasets on object storage (s3://...).
+    storage_secret: str | None = None
 
 
 class SweepSpec(StrictModel):

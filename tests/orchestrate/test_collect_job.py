@@ -37,6 +37,23 @@ def test_collect_pods_dry_run_prints_a_valid_job_and_distinct_seeds(cli, workspa
     assert not workspace.exists()  # a dry run records nothing
 
 
+def test_collect_pods_into_object_storage_take_credentials_from_a_secret(cli, workspace):
+    uri = "s3://lab-bucket/flexrl/pend"
+    result = cli(
+        "collect", *PENDULUM, "--dataset", uri, "--episodes", "5", "--seed", "0", "--pods", "2",
+        "--storage-secret", "s3-creds", "--dry-run", "--workspace", str(workspace),
+        env={"AWS_SECRET_ACCESS_KEY": "do-not-print-me"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (job,) = list(yaml.safe_load_all(result.stdout))
+    for version in VERSIONS:
+        validate(job, version)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]  # named, not copied
+    assert "do-not-print-me" not in result.stdout + result.stderr
+    assert f"--dataset {uri}" in result.stderr
+
+
 def test_collect_pods_needs_a_cluster_and_records_nothing(cli, workspace):
     result = cli(
         "collect", *PENDULUM, "--dataset", "pend", "--episodes", "4", "--pods", "2",

@@ -18,7 +18,7 @@ def manifests(cli, workspace):
     result = cli(
         "finetune", "dt", "--config", str(REPO / "recipes/finetune_dt.yaml"), "--dataset",
         "walk", "--pods", "3", "--dry-run", "--image", "flexrl:abc", "--namespace", "lab",
-        "--workspace", str(workspace),
+        "--storage-secret", "s3-creds", "--workspace", str(workspace),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return list(yaml.safe_load_all(result.stdout))
@@ -48,6 +48,7 @@ def test_pods_find_rank_0_through_the_headless_service(manifests, workspace):
     index = env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert index == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
     assert container["image"] == "flexrl:abc" and job["metadata"]["namespace"] == "lab"
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]  # for s3:// datasets
     command = container["command"]
     assert command[:3] == ["flexrl", "finetune", "dt"] and "walk@v1" in command
     assert command[command.index("--config") + 1] == f"/workspace/jobs/{name}/recipe.yaml"
