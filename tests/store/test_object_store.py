@@ -225,3 +225,17 @@ def test_a_bad_uri_is_one_line_and_exit_2(tmp_path: Path) -> None:
         from flexrl.store.catalog import list_datasets
 
         list_datasets(tmp_path, str(tmp_path))
+
+
+def test_finetune_trains_on_a_dataset_on_s3(s3: str, tmp_path: Path) -> None:
+    from tests.offline.conftest import write_dataset
+    from tests.offline.test_finetune_cli import finetune
+
+    uri = f"{s3}/walk"
+    write_dataset(Path("unused"), uri)
+    ws = tmp_path / "ws"
+    result = finetune(ws, "dt", "--dataset", f"{uri}@v1", "--name", "dt-s3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(cli("runs", "show", "dt-s3", "--json", "--workspace", str(ws)).stdout)
+    assert f"{uri}@v1" in json.dumps(record["run"]["inputs"])  # lineage names the URI
+    assert list(Path(os.environ["FLEXRL_CACHE_DIR"]).rglob("*"))  # chunks were cached
