@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -35,7 +34,8 @@ t = time.perf_counter()
 if lib == "obstore":
     import obstore
     from obstore.store import S3Store
-    store = S3Store("flexrl", endpoint=os.environ["AWS_ENDPOINT_URL"], client_options={"allow_http": True})
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    store = S3Store("flexrl", endpoint=endpoint, client_options={"allow_http": True})
     put = lambda k, d: obstore.put(store, k, d)
     get = lambda k: bytes(obstore.get(store, k).bytes())
     def create(k, d):
@@ -138,7 +138,8 @@ def main() -> None:
         print(f"{unit:26}{results['obstore'][key]:>12.2f}{results['s3fs'][key]:>12.2f}")
     for lib in ("obstore", "s3fs"):
         print(f"{lib}: exclusive create: {results[lib]['exclusive_create']}")
-        print(f"{lib}: installs {len(results[lib]['installs'])}: {' '.join(results[lib]['installs'])}")
+        names = results[lib]["installs"]
+        print(f"{lib}: installs {len(names)}: {' '.join(names)}")
     print(f"wrote {out_file}")
 
 
