@@ -26,7 +26,7 @@ REPO = HERE.parent
 VENV = REPO / "build" / "s3clients"
 PACKAGES = ["obstore==0.12.1", "s3fs==2026.9.0"]
 
-CLIENT = r'''
+CLIENT = r"""
 import json, os, sys, time
 from concurrent.futures import ThreadPoolExecutor
 lib = sys.argv[1]
@@ -78,7 +78,7 @@ except Exception as e:
     exclusive = f"no: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
 print(json.dumps(dict(import_s=import_s, put_small_per_s=put_small, get_small_per_s=get_small,
                       put_mib_per_s=put_big, get_mib_per_s=get_big, exclusive_create=exclusive)))
-'''
+"""
 
 
 def venv_python() -> Path:

@@ -162,10 +162,9 @@ def resolve(ref: str, workspace: str | Path | None = None) -> ResolvedVersion:
 
 def tag_mismatch(paths: DatasetPaths, tag: str, version: int, recorded: str, actual: str) -> str:
     return (
-        f"tag {paths.name}@{tag} records digest {recorded[:19]} for v{version}, but that "
+        f"tag {paths.address}@{tag} records digest {recorded[:19]} for v{version}, but that "
         f"manifest's digest is {actual[:19]}: the manifest or {paths.where(paths.tag(tag))} "
-        "was changed "
-        "(run `flexrl data verify`)"
+        "was changed (run `flexrl data verify`)"
     )
 
 
@@ -179,7 +178,7 @@ def read_tag_entry(paths: DatasetPaths, tag: str) -> tuple[int, str | None]:
             raise TypeError("digest")
     except NotFound:
         raise FlexrlError(
-            f"unknown tag {paths.address}@{tag} (see `flexrl data log {paths.name}`)"
+            f"unknown tag {paths.address}@{tag} (see `flexrl data log {paths.address}`)"
         ) from None
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         raise FlexrlError(f"tag file {paths.where(paths.tag(tag))} is damaged") from None
