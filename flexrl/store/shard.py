@@ -267,8 +267,8 @@ def _write_arrays(
             "codecs": array_meta["codecs"],
             "chunk_key_encoding": array_meta["chunk_key_encoding"],
         }
-    groups = {str(Path(p.name).parents[i]) for p in plans for i in range(len(Path(p.name).parents))}
-    for sub in sorted(groups - {"."}):
+    groups = {str(parent) for p in plans for parent in Path(p.name).parents} - {"."}
+    for sub in sorted(groups):
         # a group holding arrays (infos/): zarr-python writes its zarr.json too
         documents[f"{sub}/zarr.json"] = chunkio.dump(chunkio.group_json({}))
     items = list(documents.items())
