@@ -17,7 +17,7 @@ import os
 import threading
 from pathlib import Path
 
-from flexrl.fileio import TMP_PREFIX, tmp_path_for
+from flexrl.fileio import TMP_PREFIX, atomic_write_bytes
 
 DEFAULT_CACHE_BYTES = 8 << 30
 
@@ -48,9 +48,8 @@ class ObjectCache:
         path = self._path(digest)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = tmp_path_for(path)  # no fsync: a cache file lost in a crash is fetched again
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            # No fsync: a cache file lost in a crash is fetched again.
+            atomic_write_bytes(path, data, fsync=False)
         except OSError:
             return  # a cache that cannot write only costs speed
         with self._lock:

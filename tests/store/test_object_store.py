@@ -213,6 +213,18 @@ def test_the_object_cache_stays_within_its_bound(tmp_path: Path) -> None:
     assert cache.get(f"sha256:{0:064x}") is None  # the oldest went
 
 
+def test_a_cache_write_that_fails_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
+    cache = ObjectCache(tmp_path / "c", max_bytes=8_000)
+
+    def disk_full(*args) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    cache.put(f"sha256:{1:064x}", bytes(900))  # only costs speed: no error
+    assert cache.get(f"sha256:{1:064x}") is None
+    assert [p for p in (tmp_path / "c").rglob("*") if p.is_file()] == []
+
+
 def test_a_bad_uri_is_one_line_and_exit_2(tmp_path: Path) -> None:
     for ref, message in (
         ("s3://flexrl/prefix/Bad Name", "invalid dataset name"),
