@@ -42,14 +42,14 @@ def main() -> None:
 
     source = load_policy_source(Workspace(args.workspace), args.policy)
     env = source.env.model_copy(update={"task": args.task})
-    slots = EnvSlots(env, args.episodes)
-    actor = source.make_actor(slots.action_space, 0.0, False)
     specs = [
         EpisodeSpec(k, s, args.task) for k, s in enumerate(episode_seeds(args.seed, args.episodes))
     ]
-    dt = slots.humanoids[0].dt  # seconds per policy step
     print("steps  mean|err|  bias   " + "  ".join(f"{lo:g}-{hi:g} Hz" for lo, hi in BANDS_HZ))
+    slots = EnvSlots(env, args.episodes)
     try:
+        actor = source.make_actor(slots.action_space, 0.0, False)
+        dt = slots.humanoids[0].dt  # seconds per policy step
         for result in rollout(slots, actor, specs):
             episode = result.episode
             error = episode.infos["yaw_rate"] - episode.goals[:, 2]
