@@ -111,6 +111,7 @@ HUMANOID_ONLY_FIELDS = (
     "reward",
     "healthy_z_range",
     "observation_frame",
+    "observe_tracking",
     "sim_threads",
 )
 
@@ -140,6 +141,10 @@ class EnvConfig(StrictModel):
     # "heading": its world-aligned parts seen from the heading frame, the same whichever way the
     # body faces (flexrl.envs.observation): what turning needs.
     observation_frame: ObservationFrame = "world"
+    # Also observe the measured [vx, vy, yaw_rate] the reward tracks and their ~1 s running
+    # means, 6 values after the goal (flexrl.envs.humanoid): the torso alone hides the whole
+    # body's turning rate. A policy without them can start a run with them (ppo.init_from).
+    observe_tracking: bool = False
 
     _z_range_ordered = field_validator("healthy_z_range")(_check_range)
 

@@ -95,4 +95,5 @@ def humanoid_kwargs(cfg: EnvConfig) -> dict:
         "reward": cfg.reward,
         "healthy_z_range": cfg.healthy_z_range,
         "observation_frame": cfg.observation_frame,
+        "observe_tracking": cfg.observe_tracking,
     }

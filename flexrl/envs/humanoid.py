@@ -10,6 +10,13 @@ multi-task policy is conditioned explicitly.
 With `observation_frame="heading"` the 348 values are seen from the heading frame, the same at
 every heading (flexrl.envs.observation): what a policy that turns needs.
 
+With `observe_tracking=True`, 6 more values follow at `obs[TRACKING_SLICE] == obs[351:357]`: the
+measured [vx, vy, yaw_rate] the reward compares with the goal (centre-of-mass velocity in the
+heading frame, whole-body yaw rate: below), then their running means over about a second
+(exponential, time constant `TRACKING_TAU`). Humanoid-v5 observes the torso, whose yaw rate
+swings ~0.5 rad/s at every stride: without these a policy cannot see its own turning rate, nor
+a slow drift of it. The goal stays at obs[348:351] either way.
+
 Reward: `flexrl.envs.rewards.shaped_reward` (exp-kernel velocity and yaw-rate tracking,
 healthy bonus; control, contact, yaw-rate and action-rate costs), computed from the simulator
 state and the last two actions. The episode terminates on a fall (torso height outside
@@ -50,6 +57,9 @@ from flexrl.envs.tasks import GOAL_DIM, TASKS, sample_goal, sample_task, task_id
 
 BASE_OBS_DIM = 348
 GOAL_SLICE = slice(BASE_OBS_DIM, BASE_OBS_DIM + GOAL_DIM)
+TRACKING_DIM = 6
+TRACKING_SLICE = slice(GOAL_SLICE.stop, GOAL_SLICE.stop + TRACKING_DIM)
+TRACKING_TAU = 1.0  # s: longer than a stride (~0.7 s), so the running mean shows the drift
 
 
 class HumanoidSkillEnv(HumanoidEnv):
@@ -63,6 +73,7 @@ class HumanoidSkillEnv(HumanoidEnv):
         reward: RewardConfig | Mapping[str, Any] | None = None,
         healthy_z_range: tuple[float, float] = (1.0, 2.0),
         observation_frame: ObservationFrame = "world",
+        observe_tracking: bool = False,
         **kwargs: Any,
     ) -> None:
         if task not in TASKS:
@@ -72,6 +83,8 @@ class HumanoidSkillEnv(HumanoidEnv):
         self.command_cfg = CommandConfig.model_validate(command or {})
         self.reward_cfg = RewardConfig.model_validate(reward or {})
         self.observation_frame = observation_frame
+        self.observe_tracking = observe_tracking
+        self.tracked: np.ndarray | None = None  # running mean of [vx, vy, yaw_rate]; None: reset
         # Set before HumanoidEnv.__init__, which may build an observation; reset sets them.
         self.task: Task = task
         self.goal = np.zeros(GOAL_DIM)
@@ -82,11 +95,18 @@ class HumanoidSkillEnv(HumanoidEnv):
         self._held = False  # this episode's goal is a command given at reset: never resampled
         super().__init__(healthy_z_range=healthy_z_range, **kwargs)
         utils.EzPickle.__init__(
-            self, task, task_weights, command, reward, healthy_z_range, observation_frame, **kwargs
+            self,
+            task,
+            task_weights,
+            command,
+            reward,
+            healthy_z_range,
+            observation_frame,
+            observe_tracking,
+            **kwargs,
         )
-        self.observation_space = Box(
-            -np.inf, np.inf, shape=(BASE_OBS_DIM + GOAL_DIM,), dtype=np.float64
-        )
+        obs_dim = BASE_OBS_DIM + GOAL_DIM + (TRACKING_DIM if observe_tracking else 0)
+        self.observation_space = Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
 
     # --- episode structure -------------------------------------------------------------
 
@@ -120,6 +140,7 @@ class HumanoidSkillEnv(HumanoidEnv):
             self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
         self.episode_steps = 0
         self.last_ctrl = np.zeros(self.model.nu)
+        self.tracked = None
         return super().reset_model()  # its noise, then our _get_obs with the new goal
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -169,6 +190,7 @@ class HumanoidSkillEnv(HumanoidEnv):
             "goal": [float(x) for x in self.goal],
             "episode_steps": int(self.episode_steps),
             "last_ctrl": [float(x) for x in self.last_ctrl],
+            "tracked": None if self.tracked is None else [float(x) for x in self.tracked],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -184,6 +206,8 @@ class HumanoidSkillEnv(HumanoidEnv):
         self.episode_steps = int(state["episode_steps"])
         # states saved before the action-rate cost existed have no last controls: zeros
         self.last_ctrl = np.array(state.get("last_ctrl", np.zeros(self.model.nu)), np.float64)
+        tracked = state.get("tracked")
+        self.tracked = None if tracked is None else np.array(tracked, np.float64)
 
     # --- reward from the current simulator state -----------------------------------------
 
@@ -231,13 +255,38 @@ def measure_batch(envs: Sequence[HumanoidSkillEnv]) -> dict[str, np.ndarray]:
     }
 
 
-def observe_batch(envs: Sequence[HumanoidSkillEnv]) -> np.ndarray:
-    """The observations [N, 351] of several envs at once (the heading-frame rotation batched):
-    what `HumanoidSkillEnv._get_obs` and `HumanoidVectorEnv.step` return, bit for bit."""
+def observe_batch(
+    envs: Sequence[HumanoidSkillEnv], measured: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
+    """The observations [N, 351] (or [N, 357] with `observe_tracking`) of several envs at once
+    (the heading-frame rotation batched): what `HumanoidSkillEnv._get_obs` and
+    `HumanoidVectorEnv.step` return, bit for bit. `measured`: this state's `measure_batch`, if
+    it was taken already."""
     base = np.stack([HumanoidEnv._get_obs(env) for env in envs])
     if envs[0].observation_frame == "heading":
         base = heading_frame(base)
-    return np.concatenate([base, np.stack([env.goal for env in envs])], axis=1)
+    parts = [base, np.stack([env.goal for env in envs])]
+    if envs[0].observe_tracking:
+        now = tracked_values(measure_batch(envs) if measured is None else measured)
+        # just reset: the mean is the measurement itself (the first step starts it from there)
+        means = [now[i] if env.tracked is None else env.tracked for i, env in enumerate(envs)]
+        parts += [now, np.stack(means)]
+    return np.concatenate(parts, axis=1)
+
+
+def tracked_values(measured: dict[str, np.ndarray]) -> np.ndarray:
+    """[N, 3] the measured [vx, vy, yaw_rate] that the reward compares with the goal."""
+    return np.concatenate([measured["lin_vel"], measured["yaw_rate"][:, None]], axis=1)
+
+
+def track_batch(envs: Sequence[HumanoidSkillEnv], measured: dict[str, np.ndarray]) -> None:
+    """Move each env's running mean of [vx, vy, yaw_rate] one step towards this state's."""
+    if not envs[0].observe_tracking:
+        return
+    now = tracked_values(measured)
+    keep = np.exp(-envs[0].dt / TRACKING_TAU)
+    for env, row in zip(envs, now, strict=True):
+        env.tracked = row.copy() if env.tracked is None else keep * env.tracked + (1 - keep) * row
 
 
 def _info_row(measured: dict[str, np.ndarray], i: int) -> dict[str, Any]:
@@ -263,7 +312,8 @@ def finish_steps(
         }
         for i, env in enumerate(envs)
     ]
-    return observe_batch(envs), rewards, ~healthy, infos
+    track_batch(envs, measured)
+    return observe_batch(envs, measured), rewards, ~healthy, infos
 
 
 def evaluate_batch(

@@ -23,7 +23,13 @@ import numpy as np
 from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.vector.utils import batch_space
 
-from flexrl.envs.humanoid import MEASURED_INFO, HumanoidSkillEnv, evaluate_batch, observe_batch
+from flexrl.envs.humanoid import (
+    MEASURED_INFO,
+    HumanoidSkillEnv,
+    evaluate_batch,
+    observe_batch,
+    track_batch,
+)
 
 
 def available_cores() -> int:
@@ -109,7 +115,8 @@ class HumanoidVectorEnv(gym.vector.VectorEnv):
         self.elapsed_steps += 1
         terminated = ~healthy
         truncated = self.elapsed_steps >= self.max_episode_steps
-        obs = observe_batch(self.envs)
+        track_batch(self.envs, measured)
+        obs = observe_batch(self.envs, measured)
         infos = _batch_infos(task_infos)
         everyone = np.ones(self.num_envs, bool)
         for key in MEASURED_INFO:

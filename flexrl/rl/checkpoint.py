@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from flexrl.config import TrainRecipe
+from flexrl.envs.humanoid import GOAL_SLICE, TRACKING_DIM
 from flexrl.errors import FlexrlError
 from flexrl.fileio import atomic_write_bytes
 from flexrl.rl.agent import Agent, Policy
@@ -135,6 +136,8 @@ def check_init_source(path: Path, recipe: TrainRecipe, obs_dim: int, act_dim: in
     source = TrainRecipe.model_validate(checkpoint["recipe"])
     have = (checkpoint["obs_dim"], checkpoint["act_dim"], list(source.ppo.hidden_sizes))
     want = (obs_dim, act_dim, list(recipe.ppo.hidden_sizes))
+    if gains_tracking(source, recipe):  # widened on loading (widen_for_tracking)
+        have = (have[0] + TRACKING_DIM, *have[1:])
     if have != want:
         raise FlexrlError(
             f"{path} is a network for {have[0]} observations, {have[1]} actions and hidden "
@@ -146,3 +149,24 @@ def check_init_source(path: Path, recipe: TrainRecipe, obs_dim: int, act_dim: in
             f"{path} observed the {frames[0]} frame, this recipe the {frames[1]} frame "
             "(env.observation_frame): its statistics and weights would read the wrong values"
         )
+
+
+def gains_tracking(source: TrainRecipe, recipe: TrainRecipe) -> bool:
+    """Whether a run of `recipe` observes the tracking values (env.observe_tracking) that the
+    policy it starts from, trained by `source`, did not."""
+    return recipe.env.observe_tracking and not source.env.observe_tracking
+
+
+def widen_for_tracking(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's agent and observation statistics widened by the tracking values appended
+    after the goal: the first layers read them with zero weights, so the widened policy acts
+    exactly as the source did until training finds a use for them; their statistics start as
+    the goal's, which commands what they measure."""
+    agent = dict(state["agent"])
+    for key in ("critic.0.weight", "actor_mean.0.weight"):
+        weight = agent[key]
+        agent[key] = torch.cat([weight, weight.new_zeros(weight.shape[0], TRACKING_DIM)], dim=1)
+    rms = dict(state["obs_rms"])
+    for key in ("mean", "var"):
+        rms[key] = torch.cat([rms[key], rms[key][GOAL_SLICE].repeat(2)])
+    return {**state, "agent": agent, "obs_rms": rms, "obs_dim": state["obs_dim"] + TRACKING_DIM}

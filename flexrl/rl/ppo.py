@@ -148,7 +148,9 @@ def train_ppo(
     # Start: envs seeded seed+i, or everything as the checkpoint left it.
     raw_obs, reset_infos = envs.reset(seed=[recipe.seed + i for i in range(num_envs)])
     if init_from is not None and resume_from is None:  # a resumed run has it in its checkpoint
-        _init_from_policy(run, *init_from, agent, obs_normalizer, value_normalizer, raw_obs)
+        _init_from_policy(
+            run, recipe, *init_from, agent, obs_normalizer, value_normalizer, raw_obs
+        )
     if recorder is not None and resume_from is None:
         recorder.reset(raw_obs, reset_infos)
     next_obs = torch.from_numpy(obs_normalizer(raw_obs, update=True)).to(device)
@@ -482,6 +484,7 @@ def _save_checkpoint(run: Run, data: bytes, role: str) -> Path:
 
 def _init_from_policy(
     run: Run,
+    recipe: TrainRecipe,
     path: Path,
     artifact: Artifact,
     agent: Agent,
@@ -497,6 +500,8 @@ def _init_from_policy(
     moves; the source's near-zero variance would have sent it to the clip, and a unit variance
     would leave a command range of 0.5 m/s a tenth of the other inputs' spread."""
     state = ckpt.load_checkpoint(path)
+    if ckpt.gains_tracking(TrainRecipe.model_validate(state["recipe"]), recipe):
+        state = ckpt.widen_for_tracking(state)
     agent.load_state_dict(state["agent"])  # the shapes were checked (ckpt.check_init_source)
     obs_normalizer.load_state_dict(state["obs_rms"])
     rms = obs_normalizer.rms

@@ -249,3 +249,26 @@ def test_state_dict_survives_weights_only_load_and_restores_the_episode():
         copy.unwrapped.load_state_dict({**state, "task": "fly"})
     env.close()
     copy.close()
+
+
+def test_observe_tracking_appends_what_the_reward_measures_and_its_running_mean():
+    """obs[351:357]: the measured [vx, vy, yaw_rate] of the step's info, then their running
+    means, which start at the first step's values and move by exp(-dt / tau) per step."""
+    from flexrl.envs.humanoid import TRACKING_SLICE, TRACKING_TAU
+
+    env = gym.make(TASK_IDS["turn_left"], observe_tracking=True)
+    assert env.observation_space.shape == (357,)
+    obs, info = env.reset(seed=4)
+    first = np.array([*info["lin_vel"], info["yaw_rate"]])
+    np.testing.assert_allclose(obs[TRACKING_SLICE], np.concatenate([first, first]), atol=1e-12)
+    keep = np.exp(-env.unwrapped.dt / TRACKING_TAU)
+    mean = None
+    for _ in range(5):
+        obs, _, terminated, _, info = env.step(np.zeros(17))
+        now = np.array([*info["lin_vel"], info["yaw_rate"]])
+        mean = now if mean is None else keep * mean + (1 - keep) * now
+        np.testing.assert_allclose(obs[TRACKING_SLICE], np.concatenate([now, mean]), atol=1e-12)
+        assert not terminated
+    np.testing.assert_array_equal(obs[GOAL_SLICE], env.unwrapped.goal)  # the goal stays put
+    assert gym.make(TASK_IDS["turn_left"]).observation_space.shape == (351,)
+    env.close()

@@ -31,6 +31,7 @@ def configs(**env: object) -> tuple[EnvConfig, EnvConfig]:
     [
         {"task": "walk_forward"},
         {"task": "turn_left", "observation_frame": "heading"},  # rotated in a batch
+        {"task": "turn_right", "observe_tracking": True},  # running means across autoresets
         # several tasks, commands resampled within episodes, episodes ending by both flags
         {
             "task": "goal",
@@ -64,7 +65,7 @@ def test_threads_match_sync_bit_for_bit(env: dict) -> None:
 def test_threads_state_restores_exactly() -> None:
     """A resumed run continues bit-identically: state taken mid-episode and loaded into fresh
     envs gives the same future."""
-    _, cfg = configs(task="goal", command={"resample_steps": 5})
+    _, cfg = configs(task="goal", command={"resample_steps": 5}, observe_tracking=True)
     envs = make_vector_env(cfg)
     envs.reset(seed=3)
     rng = np.random.default_rng(1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from flexrl.config import EnvConfig
+from flexrl.config import EnvConfig, TrainRecipe
 from flexrl.rl.checkpoint import get_rng_state, set_rng_state
 from flexrl.rl.envs import make_vector_env
 from flexrl.rl.normalization import ObsNormalizer, RewardScaler, RunningMeanStd
@@ -122,7 +122,13 @@ def test_init_from_gives_inputs_the_source_never_saw_vary_the_spread_of_the_new_
     source.rms.update(seen)
     agent = Agent(3, 1, hidden_sizes=[4])
     path = tmp_path / "source.pt"
-    state = {"format": FORMAT, "agent": agent.state_dict(), "obs_rms": source.state_dict()}
+    recipe = TrainRecipe(name="source", env=EnvConfig(id="InvertedPendulum-v5"))
+    state = {
+        "format": FORMAT,
+        "recipe": recipe.model_dump(mode="json"),
+        "agent": agent.state_dict(),
+        "obs_rms": source.state_dict(),
+    }
     torch.save(state, path)
 
     class Run:  # what _init_from_policy records: its input
@@ -132,8 +138,38 @@ def test_init_from_gives_inputs_the_source_never_saw_vary_the_spread_of_the_new_
     new = ObsNormalizer((3,), clip=10.0)
     first = np.array([[5.0, 0.5, -0.2], [7.0, 1.0, 0.2], [9.0, 0.75, 0.0]])
     artifact = Artifact(kind=ArtifactKind.FILE, ref=str(path))
-    _init_from_policy(Run(), path, artifact, Agent(3, 1, hidden_sizes=[4]), new,
+    _init_from_policy(Run(), recipe, path, artifact, Agent(3, 1, hidden_sizes=[4]), new,
                       ValueNormalizer(enabled=False), first)  # fmt: skip
     np.testing.assert_allclose(new.rms.mean, [1.0, 0.75, 0.0], atol=1e-6)  # dim 0: the source's
     np.testing.assert_allclose(new.rms.var, [1.0, first[:, 1].var(), first[:, 2].var()], rtol=1e-5)
     assert np.abs(new(first)[:, 1:]).max() > 1.0  # spread like a unit-variance input
+
+
+def test_a_policy_widened_for_tracking_acts_as_before_and_normalises_them_as_goals():
+    """init_from a policy without env.observe_tracking: the 6 new inputs get zero weights (the
+    same actions and values whatever they read) and the goal's statistics."""
+    from flexrl.envs import GOAL_SLICE
+    from flexrl.rl.agent import Agent
+    from flexrl.rl.checkpoint import widen_for_tracking
+
+    rng = np.random.default_rng(0)
+    source = ObsNormalizer((351,), clip=10.0)
+    source.rms.update(rng.normal(2.0, 3.0, (500, 351)))
+    agent = Agent(351, 17, hidden_sizes=[8, 8])
+    wide = widen_for_tracking(
+        {"agent": agent.state_dict(), "obs_rms": source.state_dict(), "obs_dim": 351}
+    )
+    assert wide["obs_dim"] == 357
+    wide_agent = Agent(357, 17, hidden_sizes=[8, 8])
+    wide_agent.load_state_dict(wide["agent"])
+    normalizer = ObsNormalizer((357,), clip=10.0)
+    normalizer.load_state_dict(wide["obs_rms"])
+    for key in ("mean", "var"):
+        goal_stats = getattr(source.rms, key)[GOAL_SLICE]
+        np.testing.assert_array_equal(getattr(normalizer.rms, key)[351:], np.tile(goal_stats, 2))
+    obs = rng.normal(2.0, 3.0, (4, 351))
+    widened = np.concatenate([obs, rng.normal(0.0, 1.0, (4, 6))], axis=1)
+    x, wide_x = torch.as_tensor(source(obs)), torch.as_tensor(normalizer(widened))
+    with torch.no_grad():
+        torch.testing.assert_close(wide_agent.actor_mean(wide_x), agent.actor_mean(x))
+        torch.testing.assert_close(wide_agent.get_value(wide_x), agent.get_value(x))
