@@ -148,9 +148,7 @@ def train_ppo(
     # Start: envs seeded seed+i, or everything as the checkpoint left it.
     raw_obs, reset_infos = envs.reset(seed=[recipe.seed + i for i in range(num_envs)])
     if init_from is not None and resume_from is None:  # a resumed run has it in its checkpoint
-        _init_from_policy(
-            run, recipe, *init_from, agent, obs_normalizer, value_normalizer, raw_obs
-        )
+        _init_from_policy(run, recipe, *init_from, agent, obs_normalizer, value_normalizer, raw_obs)
     if recorder is not None and resume_from is None:
         recorder.reset(raw_obs, reset_infos)
     next_obs = torch.from_numpy(obs_normalizer(raw_obs, update=True)).to(device)
