@@ -136,9 +136,10 @@ def check_init_source(path: Path, recipe: TrainRecipe, obs_dim: int, act_dim: in
     source = TrainRecipe.model_validate(checkpoint["recipe"])
     have = (checkpoint["obs_dim"], checkpoint["act_dim"], list(source.ppo.hidden_sizes))
     want = (obs_dim, act_dim, list(recipe.ppo.hidden_sizes))
-    if gains_tracking(source, recipe):  # widened on loading (widen_for_tracking)
-        have = (have[0] + TRACKING_DIM, *have[1:])
-    if have != want:
+    if source.env.observe_tracking and not recipe.env.observe_tracking:
+        raise FlexrlError(f"{path} observed the tracking values: set env.observe_tracking: true")
+    widened = TRACKING_DIM if gains_tracking(source, recipe) else 0  # on loading
+    if (have[0] + widened, *have[1:]) != want:
         raise FlexrlError(
             f"{path} is a network for {have[0]} observations, {have[1]} actions and hidden "
             f"layers {have[2]}; this recipe's is {want[0]}, {want[1]} and {want[2]}"

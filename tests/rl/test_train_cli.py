@@ -256,3 +256,33 @@ def test_init_from_refuses_a_policy_that_observed_another_frame():
     )
     with pytest.raises(FlexrlError, match="observed the heading frame, this recipe the world"):
         check_init_source(walker, world, 351, 17)
+
+
+def test_init_from_a_policy_without_the_tracking_values_widens_it_and_not_back():
+    from flexrl.config import TrainRecipe, load_recipe
+    from flexrl.errors import FlexrlError
+    from flexrl.rl.checkpoint import check_init_source
+    from flexrl.zoo import zoo_path
+
+    goal = zoo_path("zoo:goal")  # 351 observations
+    recipe = load_recipe(REPO / "recipes/humanoid_multitask.yaml", TrainRecipe)
+    tracking = recipe.model_copy(
+        update={"env": recipe.env.model_copy(update={"observe_tracking": True})}
+    )
+    check_init_source(goal, tracking, 357, 17)  # widened when loaded (widen_for_tracking)
+    with pytest.raises(FlexrlError, match=r"network for 351 observations.*is 360"):
+        check_init_source(goal, tracking, 360, 17)
+
+
+def test_init_from_a_policy_with_the_tracking_values_needs_them(tmp_path):
+    from flexrl.config import TrainRecipe, load_recipe
+    from flexrl.errors import FlexrlError
+    from flexrl.rl.checkpoint import check_init_source, load_checkpoint
+    from flexrl.zoo import zoo_path
+
+    recipe = load_recipe(REPO / "recipes/humanoid_multitask.yaml", TrainRecipe)
+    state = load_checkpoint(zoo_path("zoo:goal"))
+    state["recipe"]["env"]["observe_tracking"] = True
+    torch.save(state, tmp_path / "tracking.pt")
+    with pytest.raises(FlexrlError, match=r"set env\.observe_tracking: true"):
+        check_init_source(tmp_path / "tracking.pt", recipe, 351, 17)
