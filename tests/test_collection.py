@@ -404,6 +404,53 @@ def test_sigterm_stops_workers_and_commits_nothing(workspace):
     assert _marked_processes(mark) == []
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_a_signal_mid_message_does_not_split_it():
+    """The parent reads its workers' queue under SIGTERM's handler. A signal that arrives while
+    half a message is in the pipe must wait until the message is read whole: cut short, the
+    rest stays in the pipe and the next read takes it for a length and blocks forever (how CI
+    once hung in the test above)."""
+    import multiprocessing as mp
+    import pickle
+    import struct
+    import threading
+
+    from flexrl.collection.workers import _next_message
+
+    messages = mp.get_context("spawn").Queue()
+    body = pickle.dumps(("episode", 0, 7, 1.5))
+    writer = messages._writer.fileno()
+
+    def send_in_two_halves():
+        os.write(writer, struct.pack("!i", len(body)) + body[:5])
+        time.sleep(0.3)  # the reader is inside the message now
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.3)
+        os.write(writer, body[5:])
+
+    def stop(signum, frame):
+        raise _Stop
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    sender = threading.Thread(target=send_in_two_halves)
+    try:
+        sender.start()
+        with pytest.raises(_Stop):  # still raised, once the message is whole
+            _next_message(messages, 5.0)
+        sender.join()
+        assert not messages._reader.poll(0), "half a message was left in the pipe"
+        messages.put(("episode", 1, 8, 2.5))
+        assert _next_message(messages, 5.0) == ("episode", 1, 8, 2.5)
+        assert _next_message(messages, 0.05) is None
+    finally:
+        sender.join()
+        signal.signal(signal.SIGTERM, previous)
+        messages.close()
+
+
 def test_float64_is_stored_as_float32_unless_asked(ws):
     """MuJoCo observes in float64: collect stores float32 (half the bytes, what the policies
     consume) unless --float64, and a dataset keeps the dtypes of its first version."""

@@ -8,7 +8,10 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flexrl.collection.jobs import Job, write_episodes
@@ -74,6 +77,39 @@ def _worker(
         messages.put(("error", worker, f"{type(e).__name__}: {e}", False))
 
 
+@contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then handle them as before. A queue read that
+    a signal's exception cuts short can leave half a message in the pipe; the next read then
+    takes the rest of it as a length and blocks forever (the parent holds the pipe's write end,
+    so no EOF comes). Blocking the signals would not do: Python runs its handlers in the main
+    thread whichever thread the kernel hands a signal to."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers run in the main thread only: nothing cuts this thread's read
+        return
+    held: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: held.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            signal.raise_signal(held[0])  # its own handler runs now, as it would have
+
+
+def _next_message(messages: Any, timeout: float) -> tuple[Any, ...] | None:
+    """The next whole message, or None after `timeout` seconds without one."""
+    with _stop_signals_deferred():
+        try:
+            return messages.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
 def run_workers(jobs: list[Job], bar: EpisodeProgress, writer: ShardWriter) -> None:
     """Start one spawned process per job and show their progress; once every worker has
     written its shards, `writer` adopts them in worker order (the caller commits them)."""
@@ -98,9 +134,8 @@ def run_workers(jobs: list[Job], bar: EpisodeProgress, writer: ShardWriter) -> N
             proc.start()
             started.append(proc)
         while len(done) < len(procs):
-            try:
-                message = messages.get(timeout=0.2)
-            except queue.Empty:
+            message = _next_message(messages, 0.2)
+            if message is None:
                 for w, proc in enumerate(procs):
                     if w not in done and proc.exitcode is not None:
                         # Exited without a last word: killed (OOM, kill -9) or crashed hard.
@@ -139,8 +174,8 @@ def run_workers(jobs: list[Job], bar: EpisodeProgress, writer: ShardWriter) -> N
         deadline = time.monotonic() + 10
         while any(p.is_alive() for p in started) and time.monotonic() < deadline:
             try:
-                messages.get(timeout=0.1)
-            except Exception:  # empty, or cut short by a killed worker: nothing left to use
+                _next_message(messages, 0.1)
+            except Exception:  # cut short by a killed worker: nothing left to use
                 continue
         for proc in started:
             if proc.is_alive():
