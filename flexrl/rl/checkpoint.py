@@ -162,12 +162,16 @@ def widen_for_tracking(state: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's agent and observation statistics widened by the tracking values appended
     after the goal: the first layers read them with zero weights, so the widened policy acts
     exactly as the source did until training finds a use for them; their statistics start as
-    the goal's, which commands what they measure."""
+    the goal's, which commands what they measure. Where the source only ever saw one command
+    (goal variance ~0), their variance starts at 1: a measured velocity varies even when the
+    command does not, and the reset observations' near-zero spread would clip them."""
     agent = dict(state["agent"])
     for key in ("critic.0.weight", "actor_mean.0.weight"):
         weight = agent[key]
         agent[key] = torch.cat([weight, weight.new_zeros(weight.shape[0], TRACKING_DIM)], dim=1)
     rms = dict(state["obs_rms"])
-    for key in ("mean", "var"):
-        rms[key] = torch.cat([rms[key], rms[key][GOAL_SLICE].repeat(2)])
+    goal_var = rms["var"][GOAL_SLICE]
+    goal_var = torch.where(goal_var < 1e-6, torch.ones_like(goal_var), goal_var)
+    rms["mean"] = torch.cat([rms["mean"], rms["mean"][GOAL_SLICE].repeat(2)])
+    rms["var"] = torch.cat([rms["var"], goal_var.repeat(2)])
     return {**state, "agent": agent, "obs_rms": rms, "obs_dim": state["obs_dim"] + TRACKING_DIM}

@@ -173,3 +173,27 @@ def test_a_policy_widened_for_tracking_acts_as_before_and_normalises_them_as_goa
     with torch.no_grad():
         torch.testing.assert_close(wide_agent.actor_mean(wide_x), agent.actor_mean(x))
         torch.testing.assert_close(wide_agent.get_value(wide_x), agent.get_value(x))
+
+
+def test_widening_a_single_command_policy_gives_the_tracking_values_unit_variance():
+    """zoo:walk_forward only ever saw [1, 0, 0]: the goal's variance is ~0, which would clip the
+    measured velocities; they start at variance 1 around the command instead."""
+    from flexrl.envs import GOAL_SLICE
+    from flexrl.rl.agent import Agent
+    from flexrl.rl.checkpoint import widen_for_tracking
+
+    rng = np.random.default_rng(1)
+    obs = rng.normal(0.0, 2.0, (300, 351))
+    obs[:, GOAL_SLICE] = [1.0, 0.0, 0.0]
+    source = ObsNormalizer((351,), clip=10.0)
+    source.rms.update(obs)
+    wide = widen_for_tracking(
+        {"agent": Agent(351, 17, hidden_sizes=[8]).state_dict(), "obs_rms": source.state_dict(),
+         "obs_dim": 351}
+    )  # fmt: skip
+    normalizer = ObsNormalizer((357,), clip=10.0)
+    normalizer.load_state_dict(wide["obs_rms"])
+    np.testing.assert_allclose(normalizer.rms.mean[351:], [1.0, 0.0, 0.0] * 2, atol=1e-6)
+    np.testing.assert_array_equal(normalizer.rms.var[351:], np.ones(6))
+    measured = np.concatenate([obs[:2], [[0.8, 0.1, -0.3] * 2, [1.2, -0.1, 0.2] * 2]], axis=1)
+    assert np.abs(normalizer(measured)[:, 351:]).max() < 1.0  # near the command, not clipped
