@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 from flexrl.errors import FlexrlError
@@ -102,6 +103,9 @@ class RewardConfig(StrictModel):
     contact_max: float = Field(10.0, ge=0, description="contact cost is clipped here")
     yaw_rate_cost: float = Field(0.0, ge=0, description="times min((yaw_rate - command)^2, 1)")
     action_rate: float = Field(0.0, ge=0, description="times sum((ctrl - last ctrl)^2)")
+    yaw_rate_wobble: float = Field(
+        0.0, ge=0, description="times min((yaw_rate - its ~1 s mean)^2, 1); env.observe_tracking"
+    )
 
 
 HUMANOID_ONLY_FIELDS = (
@@ -147,6 +151,15 @@ class EnvConfig(StrictModel):
     observe_tracking: bool = False
 
     _z_range_ordered = field_validator("healthy_z_range")(_check_range)
+
+    @model_validator(mode="after")
+    def _wobble_needs_the_running_mean(self) -> EnvConfig:
+        if self.reward.yaw_rate_wobble > 0 and not self.observe_tracking:
+            raise ValueError(
+                "reward.yaw_rate_wobble compares the yaw rate with its running mean, which only "
+                "env.observe_tracking: true keeps; set it, or the weight to 0"
+            )
+        return self
 
     @model_serializer(mode="wrap")
     def _only_fields_that_apply(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

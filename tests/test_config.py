@@ -55,6 +55,13 @@ def test_constraint_violations_are_reported(tmp_path):
         load_recipe(write(tmp_path, "env:\n  num_envs: 0\n"), TrainRecipe)
 
 
+def test_yaw_rate_wobble_without_the_running_mean_is_refused(tmp_path):
+    path = write(tmp_path, "env:\n  reward:\n    yaw_rate_wobble: 1.0\n")
+    with pytest.raises(FlexrlError, match=r"env\.observe_tracking: true"):
+        load_recipe(path, TrainRecipe)
+    assert load_recipe(path, TrainRecipe, ["env.observe_tracking=true"]).env.observe_tracking
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(FlexrlError, match="recipe not found"):
         load_recipe(tmp_path / "nope.yaml", TrainRecipe)

@@ -272,3 +272,18 @@ def test_observe_tracking_appends_what_the_reward_measures_and_its_running_mean(
     np.testing.assert_array_equal(obs[GOAL_SLICE], env.unwrapped.goal)  # the goal stays put
     assert gym.make(TASK_IDS["turn_left"]).observation_space.shape == (351,)
     env.close()
+
+
+def test_yaw_rate_wobble_costs_the_yaw_rate_against_its_running_mean_before_the_step():
+    env = gym.make(TASK_IDS["turn_left"], observe_tracking=True, reward={"yaw_rate_wobble": 2.0})
+    env.reset(seed=5)
+    rng = np.random.default_rng(5)
+    _, _, _, _, info = env.step(rng.uniform(-0.4, 0.4, 17))
+    assert info["reward_terms"]["yaw_rate_wobble"] == 0.0  # the mean starts at the first step
+    for _ in range(5):
+        mean = env.unwrapped.tracked[2]
+        _, _, terminated, _, info = env.step(rng.uniform(-0.4, 0.4, 17))
+        expected = -2.0 * min((info["yaw_rate"] - mean) ** 2, 1.0)
+        assert info["reward_terms"]["yaw_rate_wobble"] == pytest.approx(expected, abs=1e-12)
+        assert not terminated
+    env.close()

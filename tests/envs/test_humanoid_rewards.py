@@ -200,6 +200,28 @@ def test_terms_sum_to_the_reward_and_costs_are_negative(env):
     assert terms["healthy"] == env.reward_cfg.healthy
 
 
+def test_yaw_rate_wobble_by_hand():
+    """The yaw rate against its running mean, squared and capped at 1, whatever the command."""
+    n = 3
+    _, terms = shaped_reward(
+        lin_vel=np.zeros((n, 2)),
+        yaw_rate=np.array([0.8, 0.2, 3.0]),
+        command=np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.2], [0.0, 0.0, 3.0]]),
+        healthy=np.ones(n, bool),
+        ctrl=np.zeros((n, 17)),
+        contact_forces=np.zeros((n, 14, 6)),
+        params=RewardConfig(yaw_rate_wobble=2.0),
+        yaw_rate_mean=np.array([0.5, 0.5, 0.5]),
+    )
+    np.testing.assert_allclose(terms["yaw_rate_wobble"], [-2 * 0.09, -2 * 0.09, -2.0])
+    _, without_mean = shaped_reward(
+        lin_vel=np.zeros((1, 2)), yaw_rate=np.array([0.8]), command=np.zeros((1, 3)),
+        healthy=np.ones(1, bool), ctrl=np.zeros((1, 17)), contact_forces=np.zeros((1, 14, 6)),
+        params=RewardConfig(yaw_rate_wobble=2.0),
+    )  # fmt: skip
+    assert without_mean["yaw_rate_wobble"][0] == 0.0
+
+
 def test_fallen_body_gets_no_healthy_reward(env):
     hand_build(env, height=0.4)
     assert env.evaluate()[1]["healthy"] == 0.0

@@ -31,7 +31,8 @@ def configs(**env: object) -> tuple[EnvConfig, EnvConfig]:
     [
         {"task": "walk_forward"},
         {"task": "turn_left", "observation_frame": "heading"},  # rotated in a batch
-        {"task": "turn_right", "observe_tracking": True},  # running means across autoresets
+        # running means across autoresets, and the reward term that reads them
+        {"task": "turn_right", "observe_tracking": True, "reward": {"yaw_rate_wobble": 2.0}},
         # several tasks, commands resampled within episodes, episodes ending by both flags
         {
             "task": "goal",
