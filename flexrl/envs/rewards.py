@@ -26,8 +26,9 @@ TERM_NAMES = (
     "contact",
     "yaw_rate_cost",
     "action_rate",
-    "yaw_rate_wobble",
 )
+# and, with env.observe_tracking (the running means it reads), "yaw_rate_wobble": a plain env's
+# terms, and so the columns of the datasets collected from it, stay these.
 
 
 def heading_yaw(quat: np.ndarray) -> np.ndarray:
@@ -82,16 +83,13 @@ def shaped_reward(
     lin_vel [N, 2] heading-frame velocity, yaw_rate [N] world yaw rate, command [N, 3] as
     [vx, vy, yaw_rate], healthy [N] bool, ctrl [N, nu], contact_forces [N, ...] (cfrc_ext),
     last_ctrl [N, nu] the previous step's controls (zeros after a reset; None: zeros),
-    yaw_rate_mean [N] the yaw rate's running mean over ~1 s (None: no wobble to measure).
+    yaw_rate_mean [N] the yaw rate's running mean over ~1 s (None: no yaw_rate_wobble term).
     Returns total [N] and {term: [N]} where total == sum of the terms (costs are negative).
     """
     if last_ctrl is None:
         last_ctrl = np.zeros_like(ctrl)
     lin_err = np.sum(np.square(command[:, :2] - lin_vel), axis=1)
     yaw_err = np.square(command[:, 2] - yaw_rate)
-    wobble = np.zeros_like(yaw_rate)
-    if yaw_rate_mean is not None:
-        wobble = np.square(yaw_rate - yaw_rate_mean)
     contact = np.sum(np.square(contact_forces.reshape(len(contact_forces), -1)), axis=1)
     terms = {
         "tracking_lin_vel": params.tracking_lin_vel * np.exp(-lin_err / params.lin_vel_sigma),
@@ -106,13 +104,15 @@ def shaped_reward(
         # episode early pay (every step must be worth living).
         "yaw_rate_cost": -params.yaw_rate_cost * np.minimum(yaw_err, 1.0),
         "action_rate": -params.action_rate * np.sum(np.square(ctrl - last_ctrl), axis=1),
+    }
+    if yaw_rate_mean is not None:
         # The twist of every stride alone, apart from the turn's mean: the yaw rate against its
         # own ~1 s running mean (capped as yaw_rate_cost is).
-        "yaw_rate_wobble": -params.yaw_rate_wobble * np.minimum(wobble, 1.0),
-    }
+        wobble = np.minimum(np.square(yaw_rate - yaw_rate_mean), 1.0)
+        terms["yaw_rate_wobble"] = -params.yaw_rate_wobble * wobble
     # Added one by one: numpy sums 8 rows or more pairwise when N is 1, which would round a
     # single env's reward differently from the same env's in a batch.
     total = np.zeros_like(yaw_rate)
-    for name in TERM_NAMES:
-        total = total + terms[name]
+    for term in terms.values():
+        total = total + term
     return total, terms

@@ -219,7 +219,7 @@ def test_yaw_rate_wobble_by_hand():
         healthy=np.ones(1, bool), ctrl=np.zeros((1, 17)), contact_forces=np.zeros((1, 14, 6)),
         params=RewardConfig(yaw_rate_wobble=2.0),
     )  # fmt: skip
-    assert without_mean["yaw_rate_wobble"][0] == 0.0
+    assert "yaw_rate_wobble" not in without_mean  # a plain env's datasets keep their columns
 
 
 def test_fallen_body_gets_no_healthy_reward(env):
