@@ -106,6 +106,10 @@ class RewardConfig(StrictModel):
     yaw_rate_wobble: float = Field(
         0.0, ge=0, description="times min((yaw_rate - its ~1 s mean)^2, 1); env.observe_tracking"
     )
+    # The turning rate averaged over ~1 s against the command: the bias and slow drift that the
+    # per-step kernel barely sees under the stride's twist (needs env.observe_tracking).
+    tracking_yaw_rate_mean: float = Field(0.0, ge=0, description="env.observe_tracking")
+    yaw_rate_mean_sigma: float = Field(0.02, gt=0, description="(rad/s)^2")
 
 
 HUMANOID_ONLY_FIELDS = (
@@ -153,12 +157,13 @@ class EnvConfig(StrictModel):
     _z_range_ordered = field_validator("healthy_z_range")(_check_range)
 
     @model_validator(mode="after")
-    def _wobble_needs_the_running_mean(self) -> EnvConfig:
-        if self.reward.yaw_rate_wobble > 0 and not self.observe_tracking:
-            raise ValueError(
-                "reward.yaw_rate_wobble compares the yaw rate with its running mean, which only "
-                "env.observe_tracking: true keeps; set it, or the weight to 0"
-            )
+    def _running_mean_terms_need_the_running_mean(self) -> EnvConfig:
+        for term in ("yaw_rate_wobble", "tracking_yaw_rate_mean"):
+            if getattr(self.reward, term) > 0 and not self.observe_tracking:
+                raise ValueError(
+                    f"reward.{term} reads the yaw rate's running mean, which only "
+                    "env.observe_tracking: true keeps; set it, or the weight to 0"
+                )
         return self
 
     @model_serializer(mode="wrap")

@@ -27,8 +27,8 @@ TERM_NAMES = (
     "yaw_rate_cost",
     "action_rate",
 )
-# and, with env.observe_tracking (the running means it reads), "yaw_rate_wobble": a plain env's
-# terms, and so the columns of the datasets collected from it, stay these.
+# With env.observe_tracking, also "yaw_rate_wobble" and "tracking_yaw_rate_mean" (they read its
+# running means); a plain env keeps these, and so do the columns of its datasets.
 
 
 def heading_yaw(quat: np.ndarray) -> np.ndarray:
@@ -83,7 +83,8 @@ def shaped_reward(
     lin_vel [N, 2] heading-frame velocity, yaw_rate [N] world yaw rate, command [N, 3] as
     [vx, vy, yaw_rate], healthy [N] bool, ctrl [N, nu], contact_forces [N, ...] (cfrc_ext),
     last_ctrl [N, nu] the previous step's controls (zeros after a reset; None: zeros),
-    yaw_rate_mean [N] the yaw rate's running mean over ~1 s (None: no yaw_rate_wobble term).
+    yaw_rate_mean [N] the yaw rate's running mean over ~1 s up to the last step (None: no
+    yaw_rate_wobble or tracking_yaw_rate_mean term).
     Returns total [N] and {term: [N]} where total == sum of the terms (costs are negative).
     """
     if last_ctrl is None:
@@ -110,6 +111,11 @@ def shaped_reward(
         # own ~1 s running mean (capped as yaw_rate_cost is).
         wobble = np.minimum(np.square(yaw_rate - yaw_rate_mean), 1.0)
         terms["yaw_rate_wobble"] = -params.yaw_rate_wobble * wobble
+        # The mean turn against the command, the stride's twist averaged out.
+        mean_err = np.square(command[:, 2] - yaw_rate_mean)
+        terms["tracking_yaw_rate_mean"] = params.tracking_yaw_rate_mean * np.exp(
+            -mean_err / params.yaw_rate_mean_sigma
+        )
     # Added one by one: numpy sums 8 rows or more pairwise when N is 1, which would round a
     # single env's reward differently from the same env's in a batch.
     total = np.zeros_like(yaw_rate)

@@ -220,6 +220,24 @@ def test_yaw_rate_wobble_by_hand():
         params=RewardConfig(yaw_rate_wobble=2.0),
     )  # fmt: skip
     assert "yaw_rate_wobble" not in without_mean  # a plain env's datasets keep their columns
+    assert "tracking_yaw_rate_mean" not in without_mean
+
+
+def test_tracking_yaw_rate_mean_by_hand():
+    """The running mean of the yaw rate, not the step's, against the command's yaw rate."""
+    _, terms = shaped_reward(
+        lin_vel=np.zeros((3, 2)),
+        yaw_rate=np.array([0.9, -0.3, 0.5]),  # the stride's twist: not what this term sees
+        command=np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5], [0.3, 0.0, -0.5]]),
+        healthy=np.ones(3, bool),
+        ctrl=np.zeros((3, 17)),
+        contact_forces=np.zeros((3, 14, 6)),
+        params=RewardConfig(tracking_yaw_rate_mean=1.5, yaw_rate_mean_sigma=0.02),
+        yaw_rate_mean=np.array([0.5, 0.4, -0.3]),
+    )
+    np.testing.assert_allclose(
+        terms["tracking_yaw_rate_mean"], [1.5, 1.5 * np.exp(-0.01 / 0.02), 1.5 * np.exp(-2.0)]
+    )
 
 
 def test_fallen_body_gets_no_healthy_reward(env):
