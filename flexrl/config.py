@@ -317,7 +317,10 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel]) ->
                 msg += f" (expected one of: {', '.join(known)})"
         else:
             msg = err["msg"][:1].lower() + err["msg"][1:]
-            if err["type"] != "missing":
+            # A rule across fields (a model validator) names them itself: its input is the
+            # whole mapping, too long to repeat.
+            across_fields = err["type"] == "value_error" and isinstance(err.get("input"), dict)
+            if err["type"] != "missing" and not across_fields:
                 msg += f" (got {_short_repr(err.get('input'))})"
         problems.append(f"{path}: {msg}")
     return "; ".join(problems)
