@@ -224,6 +224,10 @@ class PPOConfig(StrictModel):
     # zoo:NAME; same network) instead of from scratch: a new skill fine-tuned from a learned one.
     # The optimiser, step count and learning-rate schedule start afresh.
     init_from: str | None = None
+    # Weight of the mirror-symmetry loss (flexrl.rl.symmetry): the policy's mean action in the
+    # left-right mirrored state, mirrored back, should be its action in the state itself, so
+    # turning right is turning left mirrored. Humanoid skills only; 0: off.
+    mirror_coef: float = Field(0.0, ge=0)
 
 
 class TrainRecipe(StrictModel):
@@ -234,6 +238,15 @@ class TrainRecipe(StrictModel):
     torch_threads: TorchThreads = 1
     env: EnvConfig = Field(default_factory=EnvConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
+
+    @model_validator(mode="after")
+    def _mirror_needs_the_humanoid(self) -> TrainRecipe:
+        if self.ppo.mirror_coef > 0 and self.env.id is not None:
+            raise ValueError(
+                f"ppo.mirror_coef mirrors the Humanoid skills' body and commands; {self.env.id} "
+                "has no mirror known to flexrl: set it to 0"
+            )
+        return self
 
 
 M = TypeVar("M", bound=BaseModel)

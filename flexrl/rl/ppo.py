@@ -27,6 +27,7 @@ from flexrl.rl import checkpoint as ckpt
 from flexrl.rl.agent import Agent
 from flexrl.rl.envs import get_vector_env_state, make_vector_env, set_vector_env_state
 from flexrl.rl.normalization import ObsNormalizer, RewardScaler, ValueNormalizer
+from flexrl.rl.symmetry import MirrorLoss
 from flexrl.rl.tracking import CommandTracking
 from flexrl.seeding import seed_everything
 from flexrl.workspace.records import Artifact, ArtifactKind, RunRecord
@@ -136,6 +137,7 @@ def train_ppo(
     obs_normalizer = ObsNormalizer((obs_dim,), args.clip_obs, enabled=args.norm_obs)
     reward_scaler = RewardScaler(num_envs, args.gamma, args.clip_reward, enabled=args.norm_reward)
     value_normalizer = ValueNormalizer(enabled=args.norm_value)
+    mirror_loss = MirrorLoss(obs_dim, device) if args.mirror_coef > 0 else None
 
     # Rollout storage, CleanRL's layout: (num_steps, num_envs, ...).
     obs = torch.zeros((args.num_steps, num_envs, obs_dim), device=device)
@@ -314,6 +316,8 @@ def train_ppo(
             b_values = value_normalizer.normalize(values.reshape(-1))
 
             # Optimise the policy and value networks
+            if mirror_loss is not None:
+                mirror_loss.refresh(obs_normalizer)
             b_inds = np.arange(batch_size)
             clipfracs = []
             for _epoch in range(args.update_epochs):
@@ -362,6 +366,9 @@ def train_ppo(
 
                     entropy_loss = entropy.mean()
                     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                    if mirror_loss is not None:
+                        m_loss = mirror_loss(agent.actor_mean, b_obs[mb_inds])
+                        loss = loss + args.mirror_coef * m_loss
 
                     if not torch.isfinite(loss):  # stop before NaN reaches the weights
                         raise FlexrlError(
@@ -393,6 +400,8 @@ def train_ppo(
                 "explained_variance": float(explained_var),
                 "SPS": sps,
             }
+            if mirror_loss is not None:
+                metrics["mirror_loss"] = m_loss.item()
             if finished_returns:  # updates in which no episode ended leave these cells empty
                 metrics["episodic_return"] = float(np.mean(finished_returns))
                 metrics["episodic_length"] = float(np.mean(finished_lengths))

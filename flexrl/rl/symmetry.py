@@ -1,0 +1,62 @@
+"""The mirror-symmetry loss of `ppo.mirror_coef`, after Yu, Turk and Liu 2018 ("Learning
+Symmetric and Low-Energy Locomotion"): the mean squared difference between the policy's mean
+action in the mirrored state and the mirror of its mean action in the state itself
+(flexrl.envs.mirror), over a minibatch's states and the actions' values.
+
+PPO alone learns whatever gait it first finds, and the gait it finds is lopsided: every policy
+turned left better than right. The loss asks one gait of both sides. Only the mirrored side
+learns (the state's own action is the target, held fixed): the states are where the policy
+acts, so what it does there is what PPO taught it, while a lopsided gait rarely visits their
+mirror images, where the policy's actions are untried. Data augmentation with mirrored
+transitions teaches the same (Mittal et al. 2024 found it the better of the two); this is the
+cheaper form, with no log-probabilities of mirrored actions to get right.
+
+The minibatch holds observations as the policy saw them, normalised. The mirror acts on raw
+observations, and normalisation is affine per value, so the mirror in normalised units is
+affine too: n'_i = n_p(i) * sign_i * std_p(i) / std_i + (sign_i * mean_p(i) - mean_i) / std_i,
+with the normaliser's statistics of the update (`refresh` takes them). Nothing to store beside
+the rollout, nothing to add to checkpoints: a resumed run computes the same loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from flexrl.envs.mirror import action_mirror, observation_mirror
+from flexrl.rl.normalization import ObsNormalizer
+
+
+class MirrorLoss:
+    def __init__(self, obs_dim: int, device: torch.device) -> None:
+        obs_perm, self.obs_sign = observation_mirror(obs_dim)
+        act_perm, act_sign = action_mirror()
+        self.device = device
+        self.obs_perm = torch.from_numpy(obs_perm).to(device)
+        self.act_perm = torch.from_numpy(act_perm).to(device)
+        self.act_sign = torch.from_numpy(act_sign).float().to(device)
+        self.scale = torch.from_numpy(self.obs_sign).float().to(device)
+        self.shift = torch.zeros_like(self.scale)
+        self.clip = float("inf")
+
+    def refresh(self, normalizer: ObsNormalizer) -> None:
+        """Take the normaliser's current statistics (once per update, before the minibatches)."""
+        if not normalizer.enabled:
+            return
+        perm = self.obs_perm.cpu().numpy()
+        mean = normalizer.rms.mean
+        std = np.sqrt(normalizer.rms.var + normalizer.epsilon)
+        self.scale = torch.from_numpy(self.obs_sign * std[perm] / std).float().to(self.device)
+        self.shift = torch.from_numpy((self.obs_sign * mean[perm] - mean) / std).float()
+        self.shift = self.shift.to(self.device)
+        self.clip = normalizer.clip
+
+    def mirror_observations(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised observations [B, obs_dim] of the mirrored states."""
+        return torch.clamp(x[:, self.obs_perm] * self.scale + self.shift, -self.clip, self.clip)
+
+    def __call__(self, actor_mean: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = actor_mean(x)[:, self.act_perm] * self.act_sign  # mirrored: Ms's target
+        return ((actor_mean(self.mirror_observations(x)) - target) ** 2).mean()
