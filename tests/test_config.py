@@ -64,6 +64,14 @@ def test_running_mean_terms_without_the_running_mean_are_refused(tmp_path, term)
     assert load_recipe(path, TrainRecipe, ["env.observe_tracking=true"]).env.observe_tracking
 
 
+def test_the_mirror_loss_is_refused_for_a_gymnasium_env(tmp_path):
+    path = write(tmp_path, "env:\n  id: Hopper-v5\nppo:\n  mirror_coef: 0.1\n")
+    with pytest.raises(FlexrlError, match=r"ppo\.mirror_coef .* Hopper-v5 has no mirror") as e:
+        load_recipe(path, TrainRecipe)
+    assert "\n" not in str(e.value) and "(got" not in str(e.value)
+    assert load_recipe(path, TrainRecipe, ["env.id=null"]).ppo.mirror_coef == 0.1
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(FlexrlError, match="recipe not found"):
         load_recipe(tmp_path / "nope.yaml", TrainRecipe)

@@ -13,8 +13,10 @@ when it is minus that (the abdomen's z and x hinges, the shoulders). Reflecting 
 (heading or world) frame turns a vector (x, y, z) into (x, -y, z) and an axial one (angular
 velocity, torque) into (-x, y, -z); a quaternion (w, x, y, z) into (w, -x, y, -z); an inertia
 tensor's xy and yz entries change sign. The model is symmetric up to two details the mirror
-ignores: the left knee's joint stiffness of 1 (the right's is 0) and the hips' armature
-(0.008 right, 0.01 left).
+ignores: the left knee's joint stiffness of 1 (the right's is 0) and the hip_y armature (0.008
+right, 0.01 left); and MuJoCo's PGS solver visits constraints (contacts, joint limits) in
+order, so their forces mirror only approximately. Without those, a mirrored state and mirrored
+actions give the mirrored observations and the same reward, to rounding (tests/envs/test_mirror.py).
 """
 
 from __future__ import annotations
@@ -129,6 +131,20 @@ def action_mirror() -> tuple[np.ndarray, np.ndarray]:
     """(perm, sign) of the Humanoid's 17 actuator controls."""
     _, _, actuator_perm, actuator_sign, _ = _model_maps()
     return actuator_perm, actuator_sign
+
+
+def mirror_state(qpos: np.ndarray, qvel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Humanoid's simulator state reflected in the world's x-z plane: (qpos [24], qvel [23])
+    of the mirror-image body, moving as the mirror image moves."""
+    hinge_perm, hinge_sign, _, _, _ = _model_maps()
+    qpos, qvel = qpos.copy(), qvel.copy()
+    qpos[:3] *= VECTOR
+    qpos[3:7] *= QUATERNION
+    qpos[7:] = qpos[7:][hinge_perm] * hinge_sign
+    qvel[:3] *= VECTOR  # world frame
+    qvel[3:6] *= AXIAL  # the torso's frame, itself mirrored
+    qvel[6:] = qvel[6:][hinge_perm] * hinge_sign
+    return qpos, qvel
 
 
 def mirror(x: np.ndarray, perm_sign: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

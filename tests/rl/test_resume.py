@@ -26,16 +26,18 @@ UPDATES = 6
 
 
 def small_recipe(env_id: str, checkpoint_every: int, vectorization: str = "sync") -> TrainRecipe:
+    """`env_id` "skill": the goal task with every Humanoid option the learner holds state for
+    (the tracking observation, the mirror loss)."""
+    env: dict = {"id": env_id}
+    ppo: dict = {}
+    if env_id == "skill":
+        env = {"task": "goal", "observation_frame": "heading", "observe_tracking": True}
+        ppo = {"mirror_coef": 0.1}
     return validate_recipe(
         {
             "name": "resume",
             "seed": 3,
-            "env": {
-                "id": env_id,
-                "num_envs": 2,
-                "max_episode_steps": 40,
-                "vectorization": vectorization,
-            },
+            "env": {**env, "num_envs": 2, "max_episode_steps": 40, "vectorization": vectorization},
             "ppo": {
                 "total_steps": UPDATES * 2 * 64,
                 "num_steps": 64,
@@ -43,6 +45,7 @@ def small_recipe(env_id: str, checkpoint_every: int, vectorization: str = "sync"
                 "update_epochs": 2,
                 "hidden_sizes": [32, 32],
                 "checkpoint_every": checkpoint_every,
+                **ppo,
             },
         },
         TrainRecipe,
@@ -73,6 +76,7 @@ def stop_at_update(run, update: int, error: BaseException) -> None:
         # Envs in worker processes: their state crosses the process boundary both ways, and
         # the result is still that of the in-process straight run.
         ("Humanoid-v5", 2, 5, RuntimeError("crash"), RunStatus.FAILED, "async"),
+        ("skill", 2, 3, RuntimeError("crash"), RunStatus.FAILED, "threads"),
     ],
 )  # fmt: skip
 def test_resume_equals_uninterrupted(
