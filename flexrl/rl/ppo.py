@@ -137,7 +137,7 @@ def train_ppo(
     obs_normalizer = ObsNormalizer((obs_dim,), args.clip_obs, enabled=args.norm_obs)
     reward_scaler = RewardScaler(num_envs, args.gamma, args.clip_reward, enabled=args.norm_reward)
     value_normalizer = ValueNormalizer(enabled=args.norm_value)
-    mirror_loss = MirrorLoss(obs_dim, device) if args.mirror_coef > 0 else None
+    mirror_loss = MirrorLoss(obs_dim, action_high, device) if args.mirror_coef > 0 else None
 
     # Rollout storage, CleanRL's layout: (num_steps, num_envs, ...).
     obs = torch.zeros((args.num_steps, num_envs, obs_dim), device=device)

@@ -1,7 +1,10 @@
 """The mirror-symmetry loss of `ppo.mirror_coef`, after Yu, Turk and Liu 2018 ("Learning
-Symmetric and Low-Energy Locomotion"): the mean squared difference between the policy's mean
-action in the mirrored state and the mirror of its mean action in the state itself
-(flexrl.envs.mirror), over a minibatch's states and the actions' values.
+Symmetric and Low-Energy Locomotion"): the policy's mean action in the mirrored state should be
+the mirror of its mean action in the state itself (flexrl.envs.mirror). The loss is the squared
+distance to the nearest mean that the env's action clipping makes that same action, averaged
+over a minibatch's states and the actions' values: the policies saturate (means of +-2 where the
+Humanoid clips at +-0.4), and a plain squared difference spends the network on differences
+that clipping erases.
 
 PPO alone learns whatever gait it first finds, and the gait it finds is lopsided: every policy
 turned left better than right. The loss asks one gait of both sides. Only the mirrored side
@@ -29,13 +32,16 @@ from flexrl.rl.normalization import ObsNormalizer
 
 
 class MirrorLoss:
-    def __init__(self, obs_dim: int, device: torch.device) -> None:
+    def __init__(self, obs_dim: int, action_bound: np.ndarray, device: torch.device) -> None:
         obs_perm, self.obs_sign = observation_mirror(obs_dim)
         act_perm, act_sign = action_mirror()
         self.device = device
         self.obs_perm = torch.from_numpy(obs_perm).to(device)
         self.act_perm = torch.from_numpy(act_perm).to(device)
         self.act_sign = torch.from_numpy(act_sign).float().to(device)
+        self.bound = torch.as_tensor(action_bound, dtype=torch.float32, device=device)
+        if not torch.equal(self.bound[self.act_perm], self.bound):
+            raise ValueError("the mirror needs the same action bounds on both sides")
         self.scale = torch.from_numpy(self.obs_sign).float().to(device)
         self.shift = torch.zeros_like(self.scale)
         self.clip = float("inf")
@@ -59,4 +65,10 @@ class MirrorLoss:
     def __call__(self, actor_mean: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             target = actor_mean(x)[:, self.act_perm] * self.act_sign  # mirrored: Ms's target
-        return ((actor_mean(self.mirror_observations(x)) - target) ** 2).mean()
+            # The means that clip to the target's action: [t, t] inside the bounds, beyond one
+            # of them [bound, inf) or (-inf, -bound].
+            inf = torch.full_like(target, float("inf"))
+            low = torch.where(target <= -self.bound, -inf, target.clamp(max=self.bound))
+            high = torch.where(target >= self.bound, inf, target.clamp(min=-self.bound))
+        mean = actor_mean(self.mirror_observations(x))
+        return ((mean - torch.clamp(mean, low, high).detach()) ** 2).mean()

@@ -96,7 +96,7 @@ def test_the_loss_mirrors_normalised_observations_as_the_normaliser_would():
     raw = rng.normal(size=(64, OBS_DIM)) * rng.uniform(0.1, 3, OBS_DIM) + rng.normal(size=OBS_DIM)
     normalizer = ObsNormalizer((OBS_DIM,), clip=10.0)
     normalizer(raw, update=True)
-    loss = MirrorLoss(OBS_DIM, torch.device("cpu"))
+    loss = MirrorLoss(OBS_DIM, np.full(17, 0.4), torch.device("cpu"))
     loss.refresh(normalizer)
     x = torch.from_numpy(normalizer(raw))
     expected = normalizer(mirror(raw, observation_mirror(OBS_DIM)))
@@ -105,10 +105,16 @@ def test_the_loss_mirrors_normalised_observations_as_the_normaliser_would():
     # A policy that acts the same whatever it sees is symmetric only if its action is.
     actor = torch.nn.Linear(OBS_DIM, 17)
     torch.nn.init.zeros_(actor.weight)
+    torch.nn.init.zeros_(actor.bias)
+    assert loss(actor, x).item() == 0
     with torch.no_grad():
-        actor.bias.copy_(torch.from_numpy(mirror(rng.normal(size=17), action_mirror())))
-        actor.bias.add_(torch.from_numpy(mirror(actor.bias.numpy(), action_mirror())))
-    assert loss(actor, x).item() < 1e-12
+        actor.bias[1] = 0.2  # abdomen_z: the mirror flips its sign
+    assert loss(actor, x).item() == pytest.approx(0.4**2 / 17, rel=1e-5)
     with torch.no_grad():
-        actor.bias[1] += 0.5  # abdomen_z: the mirror flips its sign
-    assert loss(actor, x).item() == pytest.approx(1.0 / 17, rel=1e-5)
+        actor.bias[1] = 0.0
+        actor.bias[3], actor.bias[7] = 3.0, 1.0  # right and left hip_x: both clip to 0.4
+    assert loss(actor, x).item() == 0  # the same actions: clipping erases the difference
+    with torch.no_grad():
+        actor.bias[7] = 0.1
+    # Right must come down to 0.1 (from 3.0), left up to anything that clips to 0.4 (from 0.1).
+    assert loss(actor, x).item() == pytest.approx((2.9**2 + 0.3**2) / 17, rel=1e-5)
