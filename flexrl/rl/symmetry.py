@@ -33,10 +33,10 @@ from flexrl.rl.normalization import ObsNormalizer
 
 class MirrorLoss:
     def __init__(self, obs_dim: int, action_bound: np.ndarray, device: torch.device) -> None:
-        obs_perm, self.obs_sign = observation_mirror(obs_dim)
+        self.obs_perm_np, self.obs_sign = observation_mirror(obs_dim)
         act_perm, act_sign = action_mirror()
         self.device = device
-        self.obs_perm = torch.from_numpy(obs_perm).to(device)
+        self.obs_perm = torch.from_numpy(self.obs_perm_np).to(device)
         self.act_perm = torch.from_numpy(act_perm).to(device)
         self.act_sign = torch.from_numpy(act_sign).float().to(device)
         self.bound = torch.as_tensor(action_bound, dtype=torch.float32, device=device)
@@ -50,7 +50,7 @@ class MirrorLoss:
         """Take the normaliser's current statistics (once per update, before the minibatches)."""
         if not normalizer.enabled:
             return
-        perm = self.obs_perm.cpu().numpy()
+        perm = self.obs_perm_np
         mean = normalizer.rms.mean
         std = np.sqrt(normalizer.rms.var + normalizer.epsilon)
         self.scale = torch.from_numpy(self.obs_sign * std[perm] / std).float().to(self.device)
