@@ -2,8 +2,10 @@
 
     flexrl train --config recipes/humanoid_walk_forward.yaml --name walk --workspace WS
     .venv/bin/python benchmarks/skill_curves.py walk_forward walk --workspace WS [--episodes 20]
+    .venv/bin/python benchmarks/skill_curves.py multitask multiW multiW2 mirC mirD --workspace WS
 
-Reads the training metrics of RUN (a resumed run holds its whole history), plots the training
+Reads the training metrics of RUN (a resumed run holds its whole history; several runs are a
+chain, each started from the one before with `ppo.init_from`, drawn end to end), plots the training
 episodes' forward speed, fall rate, velocity error and yaw-rate error (means over the episodes
 that ended in each update, stochastic policy, smoothed over 10 updates) against env steps, with
 wall time on the top axis, into benchmarks/curves/SKILL.png. Then evaluates the final policy as
@@ -64,16 +66,35 @@ def evaluate(run: str, task: str, episodes: int, seed: int, workspace: Path) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("skill", choices=sorted(JUDGED))
-    parser.add_argument("run", help="the training run (id, prefix or name)")
+    parser.add_argument(
+        "runs", nargs="+", metavar="run",
+        help="the training run (id, prefix or name); several: a chain, each from the one before",
+    )  # fmt: skip
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="flexrl eval's --seed")
     args = parser.parse_args()
 
-    record = Workspace(args.workspace).resolve_run(args.run)
-    curves = {metric: run_curve(record, metric, args.workspace) for metric, _, _ in PANELS}
-    columns = read_metrics(record.id, args.workspace)
-    steps, minutes = columns["step"].astype(float), columns["time_s"] / 60.0
+    records = [Workspace(args.workspace).resolve_run(run) for run in args.runs]
+    record = records[-1]  # the policy the chain ends with
+    # Each stage's steps and minutes continue where the stage before it ended.
+    step_offsets, minute_offsets, steps, minutes = [0.0], [0.0], [], []
+    for stage in records:
+        columns = read_metrics(stage.id, args.workspace)
+        steps.append(columns["step"].astype(float) + step_offsets[-1])
+        minutes.append(columns["time_s"] / 60.0 + minute_offsets[-1])
+        step_offsets.append(float(steps[-1][-1]))
+        minute_offsets.append(float(minutes[-1][-1]))
+    steps, minutes = np.concatenate(steps), np.concatenate(minutes)
+    curves = {}
+    for metric, _, _ in PANELS:
+        stages = [run_curve(stage, metric, args.workspace) for stage in records]
+        curves[metric] = (
+            np.concatenate(
+                [c.x + offset for c, offset in zip(stages, step_offsets[:-1], strict=True)]
+            ),
+            np.concatenate([c.y for c in stages]),
+        )
     evals = {
         t: evaluate(record.id, t, args.episodes, args.seed, args.workspace)
         for t in JUDGED[args.skill]
@@ -82,13 +103,15 @@ def main() -> None:
     fig = Figure(figsize=(11, 7), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
     for ax, (metric, key, label) in zip(axes, PANELS, strict=True):
-        curve = curves[metric]
-        ax.plot(curve.x / 1e6, curve.y, color="C0", alpha=0.2, lw=0.8)
-        ax.plot(curve.x / 1e6, smooth(curve.y), color="C0", label="training episodes")
+        x, y = curves[metric]
+        ax.plot(x / 1e6, y, color="C0", alpha=0.2, lw=0.8)
+        ax.plot(x / 1e6, smooth(y), color="C0", label="training episodes")
+        for start in step_offsets[1:-1]:  # where each continuation of a chain began
+            ax.axvline(start / 1e6, color="grey", ls=":", lw=0.8)
         for i, (task, row) in enumerate(evals.items()):
             if row.get(key) is not None:
                 ax.plot(
-                    curve.x[-1] / 1e6, row[key], "o", color=f"C{i + 1}",
+                    x[-1] / 1e6, row[key], "o", color=f"C{i + 1}",
                     label=f"final eval: {task}",
                 )  # fmt: skip
         ax.set(xlabel="environment steps (millions)", ylabel=label)
@@ -109,7 +132,8 @@ def main() -> None:
         f"yaw err {row['yaw_rate_error']:.2f}, falls {row['fall_rate']:.0%}"
         for task, row in evals.items()
     )
-    fig.suptitle(f"{args.skill} ({record.name}), final policy over {args.episodes} eval episodes:\n"
+    names = " > ".join(stage.name for stage in records)
+    fig.suptitle(f"{args.skill} ({names}), final policy over {args.episodes} eval episodes:\n"
                  f"{summary}", fontsize="medium")  # fmt: skip
     plot = HERE / "curves" / f"{args.skill}.png"
     plot.parent.mkdir(exist_ok=True)
@@ -121,6 +145,7 @@ def main() -> None:
         json.dumps(
             {
                 "run": record.id,
+                "chain": [stage.id for stage in records],
                 "steps": float(steps[-1]),
                 "wall_minutes": float(minutes[-1]),
                 "eval": evals,

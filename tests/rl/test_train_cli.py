@@ -280,7 +280,9 @@ def test_init_from_a_policy_with_the_tracking_values_needs_them(tmp_path):
     from flexrl.rl.checkpoint import check_init_source, load_checkpoint
     from flexrl.zoo import zoo_path
 
-    recipe = load_recipe(REPO / "recipes/humanoid_multitask.yaml", TrainRecipe)
+    untracked = ["env.observe_tracking=false", "env.reward.tracking_yaw_rate_mean=0",
+                 "env.reward.yaw_rate_wobble=0"]  # fmt: skip
+    recipe = load_recipe(REPO / "recipes/humanoid_multitask.yaml", TrainRecipe, untracked)
     state = load_checkpoint(zoo_path("zoo:goal"))
     state["recipe"]["env"]["observe_tracking"] = True
     torch.save(state, tmp_path / "tracking.pt")
