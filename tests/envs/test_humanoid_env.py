@@ -214,9 +214,11 @@ HUMANOID_RECIPES = sorted((REPO / "recipes").glob("humanoid_*.yaml"))
 
 @pytest.mark.parametrize("path", HUMANOID_RECIPES, ids=lambda p: p.name)
 def test_shipped_humanoid_recipes_make_their_env(path):
-    env = make_env(load_recipe(path, TrainRecipe).env)
+    config = load_recipe(path, TrainRecipe).env
+    env = make_env(config)
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (351,)
+    # 348 of Humanoid-v5 + the goal, + the yaw rates tracked and their running means
+    assert obs.shape == (357 if config.observe_tracking else 351,)
     env.step(env.action_space.sample())
     env.close()
 
