@@ -149,3 +149,22 @@ def test_export_round_trip_acts_as_the_checkpoint(cli, workspace, tmp_path):
         obs, _, terminated, truncated, _ = env.step(a)
         if terminated or truncated:
             obs, _ = env.reset()
+
+
+def test_export_records_the_trainings_a_fine_tune_started_from(cli, workspace, tmp_path):
+    """A fine-tune's JSON names each training behind it and the steps from nothing."""
+    tiny = ("--set", "env.num_envs=2", "--set", "ppo.num_steps=32", "--workspace", str(workspace))
+    for name, init_from, steps in (("first", None, 64), ("second", "first", 128)):
+        sets = ("--set", f"ppo.init_from={init_from}") if init_from else ()
+        trained = cli(
+            "train", "--config", "recipes/quickstart.yaml", "--name", name,
+            "--set", f"ppo.total_steps={steps}", *sets, *tiny,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr
+    exported = cli("zoo", "export", "second", "tuned", "--to", str(tmp_path), *tiny[-2:])
+    assert exported.returncode == 0, exported.stderr
+    info = json.loads((tmp_path / "tuned.json").read_text())
+    (stage,) = info["lineage"]
+    assert stage["run"]["name"] == "first" and stage["global_step"] == 64
+    assert info["global_step"] == 128 and info["total_global_step"] == 192
+    assert info["total_train_seconds"] == stage["train_seconds"] + info["train_seconds"] > 0

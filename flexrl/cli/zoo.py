@@ -36,13 +36,11 @@ def ls(json_out: JsonOption = False) -> None:
             f" · {row['fall_rate']:.0%}"
             for task, row in info.get("eval", {}).get("tasks", {}).items()
         ]
-        hours = info.get("train_seconds")
-        table.add_row(
-            info["name"],
-            f"{info['global_step']:,}",
-            "-" if hours is None else f"{hours / 60:.0f} min",
-            "\n".join(figures) or "-",
-        )
+        steps, seconds = f"{info['global_step']:,}", _minutes(info.get("train_seconds"))
+        if info.get("lineage"):  # a fine-tune: also what it took from nothing
+            steps += f"\n{info['total_global_step']:,} in all"
+            seconds += f"\n{_minutes(info.get('total_train_seconds'))} in all"
+        table.add_row(info["name"], steps, seconds, "\n".join(figures) or "-")
     console.print(table)
 
 
@@ -58,6 +56,7 @@ def export(
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Export a training checkpoint as a shipped policy: NAME.safetensors and NAME.json."""
+    from flexrl.rl.checkpoint import load_checkpoint
     from flexrl.rollout.sources import resolve_source
     from flexrl.workspace.runs import check_name
 
@@ -68,6 +67,14 @@ def export(
     if record is not None:
         info["run"] = {"id": record.id, "name": record.name}
         info["train_seconds"] = _train_seconds(ws.run_dir(record.id) / "metrics.csv")
+    data = load_checkpoint(checkpoint)
+    lineage = _lineage(ws, data["recipe"])
+    if lineage:  # a fine-tune: the trainings it started from, and the cost from nothing
+        info["lineage"] = lineage
+        this = {"global_step": int(data["global_step"]), "train_seconds": info.get("train_seconds")}
+        for key in this:
+            values = [stage[key] for stage in [*lineage, this]]
+            info[f"total_{key}"] = None if None in values else sum(values)
     if eval_json is not None:
         try:
             report = json.loads(eval_json.read_text(encoding="utf-8"))
@@ -79,6 +86,30 @@ def export(
     console.print(f"exported {zoo.PREFIX}{name}: {path} ({path.stat().st_size / 1024:.0f} KiB)")
 
 
+def _lineage(ws: Workspace, recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trainings a recipe's `ppo.init_from` started from, first to last, back to a start
+    from nothing (a shipped policy brings the lineage in its JSON)."""
+    from flexrl.rl.checkpoint import load_checkpoint
+    from flexrl.rollout.sources import resolve_source
+
+    source = recipe.get("ppo", {}).get("init_from")
+    if source is None:
+        return []
+    if zoo.is_zoo_ref(source):
+        info = zoo.read_info(zoo.zoo_path(source))
+        stage = {"ref": info["name"], "run": info.get("run")}
+        stage |= {key: info.get(key) for key in ("global_step", "train_seconds")}
+        return [*info.get("lineage", []), stage]
+    path, _, record = resolve_source(ws, source)
+    data = load_checkpoint(path)
+    stage = {"ref": source, "run": None, "global_step": int(data["global_step"])}
+    stage["train_seconds"] = None
+    if record is not None:
+        stage["run"] = {"id": record.id, "name": record.name}
+        stage["train_seconds"] = _train_seconds(ws.run_dir(record.id) / "metrics.csv")
+    return [*_lineage(ws, data["recipe"]), stage]
+
+
 def _train_seconds(metrics: Path) -> float | None:
     """Wall time of the training behind a run (resumed runs carry their parents' time)."""
     if not metrics.is_file():
@@ -86,6 +117,10 @@ def _train_seconds(metrics: Path) -> float | None:
     with open(metrics, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return float(rows[-1]["time_s"]) if rows else None
+
+
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.0f} min"
 
 
 def _maybe(value: float | None) -> str:

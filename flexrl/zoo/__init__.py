@@ -6,7 +6,10 @@
   NAME.safetensors   the actor-critic's weights (float32) and the observation normaliser's
                      mean and variance (float64): what acting needs, a few hundred kilobytes
   NAME.json          how it was made: recipe, seed, env steps, training wall time, the digest of
-                     the checkpoint it was exported from, and its `flexrl eval` figures
+                     the checkpoint it was exported from, and its `flexrl eval` figures; for a
+                     fine-tune also `lineage` (each training it started from, first to last,
+                     with its steps and wall time) and `total_global_step` /
+                     `total_train_seconds` (the cost from nothing)
 
 `read_zoo_checkpoint` turns the pair into the dict a PPO checkpoint loads as (see
 flexrl.rl.checkpoint), so every reader of PPO checkpoints reads zoo policies too.
