@@ -168,3 +168,9 @@ def test_export_records_the_trainings_a_fine_tune_started_from(cli, workspace, t
     assert stage["run"]["name"] == "first" and stage["global_step"] == 64
     assert info["global_step"] == 128 and info["total_global_step"] == 192
     assert info["total_train_seconds"] == stage["train_seconds"] + info["train_seconds"] > 0
+    # The parent gone from the workspace: still exported, the stage named, the totals unknown.
+    next((workspace / "runs").glob("*first*/artifacts/final.pt")).unlink()
+    exported = cli("zoo", "export", "second", "orphan", "--to", str(tmp_path), *tiny[-2:])
+    assert exported.returncode == 0, exported.stderr
+    info = json.loads((tmp_path / "orphan.json").read_text())
+    assert info["lineage"][0]["global_step"] is None and info["total_global_step"] is None

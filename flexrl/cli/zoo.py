@@ -38,7 +38,8 @@ def ls(json_out: JsonOption = False) -> None:
         ]
         steps, seconds = f"{info['global_step']:,}", _minutes(info.get("train_seconds"))
         if info.get("lineage"):  # a fine-tune: also what it took from nothing
-            steps += f"\n{info['total_global_step']:,} in all"
+            total = info.get("total_global_step")
+            steps += f"\n{'-' if total is None else f'{total:,}'} in all"
             seconds += f"\n{_minutes(info.get('total_train_seconds'))} in all"
         table.add_row(info["name"], steps, seconds, "\n".join(figures) or "-")
     console.print(table)
@@ -100,7 +101,10 @@ def _lineage(ws: Workspace, recipe: dict[str, Any]) -> list[dict[str, Any]]:
         stage = {"ref": info["name"], "run": info.get("run")}
         stage |= {key: info.get(key) for key in ("global_step", "train_seconds")}
         return [*info.get("lineage", []), stage]
-    path, _, record = resolve_source(ws, source)
+    try:
+        path, _, record = resolve_source(ws, source)
+    except FlexrlError:  # gone from this workspace: named, its cost unknown
+        return [{"ref": source, "run": None, "global_step": None, "train_seconds": None}]
     data = load_checkpoint(path)
     stage = {"ref": source, "run": None, "global_step": int(data["global_step"])}
     stage["train_seconds"] = None
