@@ -174,3 +174,39 @@ def test_export_records_the_trainings_a_fine_tune_started_from(cli, workspace, t
     assert exported.returncode == 0, exported.stderr
     info = json.loads((tmp_path / "orphan.json").read_text())
     assert info["lineage"][0]["global_step"] is None and info["total_global_step"] is None
+
+
+def test_export_mirror_ships_the_mirror_image_and_refuses_other_bodies(cli, workspace, tmp_path):
+    """--mirror: zoo:turn_left exported as a right turner that acts as its mirror; a policy of
+    another body is refused in one line, nothing written."""
+    from flexrl.envs.mirror import action_mirror, mirror, observation_mirror
+
+    args = ("--to", str(tmp_path), "--workspace", str(workspace))
+    exported = cli("zoo", "export", "zoo:turn_left", "righty", "--mirror", *args)
+    assert exported.returncode == 0, exported.stderr
+    info = json.loads((tmp_path / "righty.json").read_text())
+    assert info["exported_from"]["mirrored"] is True
+    assert info["recipe"]["env"]["task"] == "turn_right"
+    source, shipped = (
+        load_policy(zoo.zoo_path("zoo:turn_left")),
+        load_policy(tmp_path / "righty.safetensors"),
+    )
+    env = gym.make(
+        "flexrl/HumanoidTurnRight-v0", observe_tracking=True, observation_frame="heading"
+    )
+    obs, _ = env.reset(seed=5)
+    for _ in range(20):
+        action = shipped.act(obs)
+        expected = mirror(source.act(mirror(obs, observation_mirror(obs.size))), action_mirror())
+        np.testing.assert_allclose(action, expected, atol=1e-5)
+        obs, *_ = env.step(action)
+
+    trained = cli(
+        "train", "--config", "recipes/quickstart.yaml", "--name", "pendulum",
+        "--set", "ppo.total_steps=64", "--set", "env.num_envs=2", "--set", "ppo.num_steps=32",
+        "--workspace", str(workspace),
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    refused = cli("zoo", "export", "pendulum", "mirrored", "--mirror", *args)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "Humanoid" in refused.stderr and not (tmp_path / "mirrored.json").exists()

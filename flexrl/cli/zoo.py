@@ -54,6 +54,15 @@ def export(
         typer.Option("--eval", help="`flexrl eval ... --json` output to ship beside it."),
     ] = None,
     to: Annotated[Path, typer.Option(help="Directory to write into.")] = zoo.ZOO_DIR,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            "--mirror",
+            help="Export the Humanoid policy's mirror image, left and right swapped (a turn_left "
+            "policy as turn_right): exact, no training. Evaluate the export, then export again "
+            "with --eval.",
+        ),
+    ] = False,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
 ) -> None:
     """Export a training checkpoint as a shipped policy: NAME.safetensors and NAME.json."""
@@ -83,7 +92,9 @@ def export(
         except (OSError, ValueError, KeyError) as e:
             message = f"--eval {eval_json}: not a `flexrl eval --json` report ({e})"
             raise FlexrlError(message) from None
-    path = zoo.export_policy(checkpoint, name, info, to)
+    if mirror and (data["recipe"]["env"].get("id") is not None or data["act_dim"] != 17):
+        raise FlexrlError(f"--mirror: {run} is not a policy of flexrl's Humanoid skills")
+    path = zoo.export_policy(checkpoint, name, info, to, mirror=mirror)
     console.print(f"exported {zoo.PREFIX}{name}: {path} ({path.stat().st_size / 1024:.0f} KiB)")
 
 

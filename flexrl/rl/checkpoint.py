@@ -114,7 +114,11 @@ def run_checkpoint(workspace: Workspace, record: RunRecord) -> tuple[Path, Artif
 
 def load_policy(path: str | Path, device: torch.device | str = "cpu") -> Policy:
     """A policy ready to act from a PPO checkpoint (observation normaliser included)."""
-    checkpoint = load_checkpoint(path)
+    return checkpoint_policy(load_checkpoint(path), device)
+
+
+def checkpoint_policy(checkpoint: dict[str, Any], device: torch.device | str = "cpu") -> Policy:
+    """A policy ready to act from a PPO checkpoint's dict (as `load_checkpoint` returns it)."""
     recipe = TrainRecipe.model_validate(checkpoint["recipe"])
     agent = Agent(checkpoint["obs_dim"], checkpoint["act_dim"], recipe.ppo.hidden_sizes)
     agent.load_state_dict(checkpoint["agent"])

@@ -23,12 +23,18 @@ the rollout, nothing to add to checkpoints: a resumed run computes the same loss
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
 from flexrl.envs.mirror import action_mirror, observation_mirror
 from flexrl.rl.normalization import ObsNormalizer
+
+# The skills a mirror turns into each other (the rest mirror to themselves).
+MIRROR_TASK = {"turn_left": "turn_right", "turn_right": "turn_left"}
 
 
 class MirrorLoss:
@@ -72,3 +78,37 @@ class MirrorLoss:
             high = torch.where(target >= self.bound, inf, target.clamp(min=-self.bound))
         mean = actor_mean(self.mirror_observations(x))
         return ((mean - torch.clamp(mean, low, high).detach()) ** 2).mean()
+
+
+def mirror_policy(state: dict[str, Any]) -> dict[str, Any]:
+    """A PPO checkpoint's policy of the mirror-image body: in every state it does what the
+    source does in the mirrored state, mirrored (a turn_left policy turns right), with the
+    recipe's tasks swapped to match. Exact, as a change of variables: the observation
+    normaliser's statistics and the first layers' input columns are permuted (and signed) as
+    the observation mirror says, the actor's outputs and log-std as the action mirror says, so
+    the mirrored policy is an ordinary network of the same shape. The critic reads the mirrored
+    state too (a symmetric task's value is the same there). Training state (optimiser, envs,
+    RNG) is dropped: the result is for acting, or for `ppo.init_from`."""
+    obs_perm, obs_sign = (torch.from_numpy(a) for a in observation_mirror(state["obs_dim"]))
+    act_perm, act_sign = (torch.from_numpy(a) for a in action_mirror())
+    agent = dict(state["agent"])
+    for key in ("critic.0.weight", "actor_mean.0.weight"):
+        # the source reads the mirror of what the new network is given: sign_j x_perm(j)
+        agent[key] = agent[key][:, obs_perm] * obs_sign.to(agent[key].dtype)
+    last = max(int(k.split(".")[1]) for k in agent if k.startswith("actor_mean."))
+    last, bias = f"actor_mean.{last}.weight", f"actor_mean.{last}.bias"
+    agent[last] = agent[last][act_perm] * act_sign.to(agent[last].dtype)[:, None]
+    agent[bias] = agent[bias][act_perm] * act_sign.to(agent[bias].dtype)
+    agent["actor_logstd"] = agent["actor_logstd"][:, act_perm]
+    rms = dict(state["obs_rms"])
+    rms["mean"] = rms["mean"][obs_perm] * obs_sign.to(rms["mean"].dtype)
+    rms["var"] = rms["var"][obs_perm]
+    low, high = (torch.as_tensor(state[k]) for k in ("action_low", "action_high"))
+    if not (torch.equal(low[act_perm], low) and torch.equal(high[act_perm], high)):
+        raise ValueError("the mirror needs the same action bounds on both sides")
+    recipe = copy.deepcopy(state["recipe"])
+    env = recipe["env"]
+    env["task"] = MIRROR_TASK.get(env["task"], env["task"])
+    env["task_weights"] = {MIRROR_TASK.get(t, t): w for t, w in env["task_weights"].items()}
+    keep = ("format", "global_step", "obs_dim", "act_dim", "action_low", "action_high")
+    return {**{k: state[k] for k in keep}, "recipe": recipe, "agent": agent, "obs_rms": rms}

@@ -6,7 +6,8 @@
   NAME.safetensors   the actor-critic's weights (float32) and the observation normaliser's
                      mean and variance (float64): what acting needs, a few hundred kilobytes
   NAME.json          how it was made: recipe, seed, env steps, training wall time, the digest of
-                     the checkpoint it was exported from, and its `flexrl eval` figures; for a
+                     the checkpoint it was exported from (and whether mirrored: a turn_right
+                     policy may be a turn_left one's mirror image), its `flexrl eval` figures; for a
                      fine-tune also `lineage` (each training it started from, first to last,
                      with its steps and wall time) and `total_global_step` /
                      `total_train_seconds` (the cost from nothing)
@@ -87,9 +88,12 @@ def export_policy(
     name: str,
     info: dict[str, Any],
     directory: Path = ZOO_DIR,
+    mirror: bool = False,
 ) -> Path:
     """Write NAME.safetensors and NAME.json from a PPO training checkpoint; `info` (seed, wall
-    time, eval figures, ...) goes into the JSON beside the recipe and step count."""
+    time, eval figures, ...) goes into the JSON beside the recipe and step count. `mirror`:
+    the checkpoint's policy of the mirror-image body instead (flexrl.rl.symmetry.mirror_policy;
+    its recipe's tasks swapped: a turn_left policy exports as a turn_right one)."""
     import torch
     from safetensors.torch import save
 
@@ -97,6 +101,10 @@ def export_policy(
     from flexrl.rl.checkpoint import load_checkpoint
 
     data = load_checkpoint(checkpoint)
+    if mirror:
+        from flexrl.rl.symmetry import mirror_policy
+
+        data = mirror_policy(data)
     tensors = {f"agent.{k}": v.float().contiguous() for k, v in data["agent"].items()}
     tensors["obs_rms.mean"] = data["obs_rms"]["mean"].double().contiguous()
     tensors["obs_rms.var"] = data["obs_rms"]["var"].double().contiguous()
@@ -112,7 +120,11 @@ def export_policy(
             "seed": data["recipe"]["seed"],
             "global_step": int(data["global_step"]),
             "obs_rms_count": float(data["obs_rms"]["count"]),
-            "exported_from": {"checkpoint": checkpoint.name, "sha256": sha256_file(checkpoint)},
+            "exported_from": {
+                "checkpoint": checkpoint.name,
+                "sha256": sha256_file(checkpoint),
+                "mirrored": mirror,
+            },
             **info,
         },
     )

@@ -118,3 +118,37 @@ def test_the_loss_mirrors_normalised_observations_as_the_normaliser_would():
         actor.bias[7] = 0.1
     # Right must come down to 0.1 (from 3.0), left up to anything that clips to 0.4 (from 0.1).
     assert loss(actor, x).item() == pytest.approx((2.9**2 + 0.3**2) / 17, rel=1e-5)
+
+
+def test_a_mirrored_policy_acts_as_the_mirror_of_its_source():
+    """mirror_policy is a change of variables: in every state the new network does what the
+    source does in the mirrored state, mirrored; its tasks swap; twice gives the source back."""
+    from flexrl import zoo
+    from flexrl.rl.checkpoint import checkpoint_policy, load_checkpoint, load_policy
+    from flexrl.rl.symmetry import mirror_policy
+
+    source_path = zoo.zoo_path("zoo:turn_left")
+    state = load_checkpoint(source_path)
+    state["recipe"]["env"]["task_weights"] = {"turn_left": 2.0, "walk_forward": 1.0}
+    mirrored = mirror_policy(state)
+    assert mirrored["recipe"]["env"]["task"] == "turn_right"
+    assert mirrored["recipe"]["env"]["task_weights"] == {"turn_right": 2.0, "walk_forward": 1.0}
+
+    env = skill_env("heading")
+    env.reset(seed=3)
+    rows = []
+    for _ in range(40):  # states the walker really visits, contacts and all
+        obs, *_ = env.step(env.action_space.sample())
+        rows.append(obs)
+    obs = np.stack(rows)
+    source = load_policy(source_path)
+    dest = checkpoint_policy(mirrored)
+    obs_map, act_map = observation_mirror(obs.shape[1]), action_mirror()
+    np.testing.assert_allclose(
+        dest.act(obs), mirror(source.act(mirror(obs, obs_map)), act_map), atol=1e-5
+    )
+    back = mirror_policy(mirrored)
+    for key, weights in state["agent"].items():
+        torch.testing.assert_close(back["agent"][key], weights, rtol=0, atol=0)
+    torch.testing.assert_close(back["obs_rms"]["mean"], state["obs_rms"]["mean"], rtol=0, atol=0)
+    assert back["recipe"] == state["recipe"]
