@@ -88,7 +88,8 @@ def mirror_policy(state: dict[str, Any]) -> dict[str, Any]:
     the observation mirror says, the actor's outputs and log-std as the action mirror says, so
     the mirrored policy is an ordinary network of the same shape. The critic reads the mirrored
     state too (a symmetric task's value is the same there). Training state (optimiser, envs,
-    RNG) is dropped: the result is for acting, or for `ppo.init_from`."""
+    RNG) is dropped: the result is for acting, or for `ppo.init_from`. The recipe is mirrored
+    as well: turn_left and turn_right swap, and the goal's sideways and turning ranges flip."""
     obs_perm, obs_sign = (torch.from_numpy(a) for a in observation_mirror(state["obs_dim"]))
     act_perm, act_sign = (torch.from_numpy(a) for a in action_mirror())
     agent = dict(state["agent"])
@@ -103,12 +104,19 @@ def mirror_policy(state: dict[str, Any]) -> dict[str, Any]:
     rms = dict(state["obs_rms"])
     rms["mean"] = rms["mean"][obs_perm] * obs_sign.to(rms["mean"].dtype)
     rms["var"] = rms["var"][obs_perm]
-    low, high = (torch.as_tensor(state[k]) for k in ("action_low", "action_high"))
-    if not (torch.equal(low[act_perm], low) and torch.equal(high[act_perm], high)):
+    bounds = [torch.as_tensor(state[k]) for k in ("action_low", "action_high")]
+    if not all(torch.equal(b[act_perm], b) for b in bounds):
         raise ValueError("the mirror needs the same action bounds on both sides")
     recipe = copy.deepcopy(state["recipe"])
     env = recipe["env"]
     env["task"] = MIRROR_TASK.get(env["task"], env["task"])
     env["task_weights"] = {MIRROR_TASK.get(t, t): w for t, w in env["task_weights"].items()}
+    command = env.get("command", {})  # goal commands [vx, vy, yaw_rate]: the last two flip
+    for key in ("vy_range", "yaw_rate_range"):
+        if key in command:
+            low, high = command[key]
+            command[key] = [-high, -low]
+    if command.get("schedule"):
+        command["schedule"] = [[vx, -vy, -yaw] for vx, vy, yaw in command["schedule"]]
     keep = ("format", "global_step", "obs_dim", "act_dim", "action_low", "action_high")
     return {**{k: state[k] for k in keep}, "recipe": recipe, "agent": agent, "obs_rms": rms}
