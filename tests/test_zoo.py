@@ -120,14 +120,19 @@ def test_unknown_zoo_name_is_one_line_and_status_2(cli, workspace):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_export_round_trip_acts_as_the_checkpoint(cli, workspace, tmp_path):
-    """A training checkpoint exported to the zoo format acts exactly as it did."""
+def train_tiny(cli, workspace, name: str, steps: int = 64, *sets: str) -> None:
+    """A few PPO steps of the quickstart recipe (InvertedPendulum) as run NAME."""
     trained = cli(
-        "train", "--config", "recipes/quickstart.yaml", "--name", "tiny",
-        "--set", "ppo.total_steps=64", "--set", "env.num_envs=2", "--set", "ppo.num_steps=32",
-        "--workspace", str(workspace),
+        "train", "--config", "recipes/quickstart.yaml", "--name", name,
+        "--set", f"ppo.total_steps={steps}", "--set", "env.num_envs=2", "--set", "ppo.num_steps=32",
+        *sets, "--workspace", str(workspace),
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
+
+
+def test_export_round_trip_acts_as_the_checkpoint(cli, workspace, tmp_path):
+    """A training checkpoint exported to the zoo format acts exactly as it did."""
+    train_tiny(cli, workspace, "tiny")
     report = tmp_path / "eval.json"
     evaluated = cli("eval", "tiny", "--episodes", "1", "--json", "--workspace", str(workspace))
     assert evaluated.returncode == 0, evaluated.stderr
@@ -153,15 +158,10 @@ def test_export_round_trip_acts_as_the_checkpoint(cli, workspace, tmp_path):
 
 def test_export_records_the_trainings_a_fine_tune_started_from(cli, workspace, tmp_path):
     """A fine-tune's JSON names each training behind it and the steps from nothing."""
-    tiny = ("--set", "env.num_envs=2", "--set", "ppo.num_steps=32", "--workspace", str(workspace))
-    for name, init_from, steps in (("first", None, 64), ("second", "first", 128)):
-        sets = ("--set", f"ppo.init_from={init_from}") if init_from else ()
-        trained = cli(
-            "train", "--config", "recipes/quickstart.yaml", "--name", name,
-            "--set", f"ppo.total_steps={steps}", *sets, *tiny,
-        )  # fmt: skip
-        assert trained.returncode == 0, trained.stderr
-    exported = cli("zoo", "export", "second", "tuned", "--to", str(tmp_path), *tiny[-2:])
+    train_tiny(cli, workspace, "first")
+    train_tiny(cli, workspace, "second", 128, "--set", "ppo.init_from=first")
+    in_ws = ("--workspace", str(workspace))
+    exported = cli("zoo", "export", "second", "tuned", "--to", str(tmp_path), *in_ws)
     assert exported.returncode == 0, exported.stderr
     info = json.loads((tmp_path / "tuned.json").read_text())
     (stage,) = info["lineage"]
@@ -170,7 +170,7 @@ def test_export_records_the_trainings_a_fine_tune_started_from(cli, workspace, t
     assert info["total_train_seconds"] == stage["train_seconds"] + info["train_seconds"] > 0
     # The parent gone from the workspace: still exported, the stage named, the totals unknown.
     next((workspace / "runs").glob("*first*/artifacts/final.pt")).unlink()
-    exported = cli("zoo", "export", "second", "orphan", "--to", str(tmp_path), *tiny[-2:])
+    exported = cli("zoo", "export", "second", "orphan", "--to", str(tmp_path), *in_ws)
     assert exported.returncode == 0, exported.stderr
     info = json.loads((tmp_path / "orphan.json").read_text())
     assert info["lineage"][0]["global_step"] is None and info["total_global_step"] is None
@@ -201,12 +201,7 @@ def test_export_mirror_ships_the_mirror_image_and_refuses_other_bodies(cli, work
         np.testing.assert_allclose(action, expected, atol=1e-5)
         obs, *_ = env.step(action)
 
-    trained = cli(
-        "train", "--config", "recipes/quickstart.yaml", "--name", "pendulum",
-        "--set", "ppo.total_steps=64", "--set", "env.num_envs=2", "--set", "ppo.num_steps=32",
-        "--workspace", str(workspace),
-    )  # fmt: skip
-    assert trained.returncode == 0, trained.stderr
+    train_tiny(cli, workspace, "pendulum")
     refused = cli("zoo", "export", "pendulum", "mirrored", "--mirror", *args)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "Humanoid" in refused.stderr and not (tmp_path / "mirrored.json").exists()
