@@ -92,10 +92,17 @@ def export(
         except (OSError, ValueError, KeyError) as e:
             message = f"--eval {eval_json}: not a `flexrl eval --json` report ({e})"
             raise FlexrlError(message) from None
-    if mirror and (data["recipe"]["env"].get("id") is not None or data["act_dim"] != 17):
-        raise FlexrlError(f"--mirror: {run} is not a policy of flexrl's Humanoid skills")
-    path = zoo.export_policy(checkpoint, name, info, to, mirror=mirror)
-    console.print(f"exported {zoo.PREFIX}{name}: {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    if mirror:
+        from flexrl.rl.symmetry import mirror_policy
+
+        try:
+            data = mirror_policy(data)
+        except ValueError as e:  # not a policy of the Humanoid skills
+            raise FlexrlError(f"--mirror: {run}: {e}") from None
+    path = zoo.export_policy(checkpoint, data, name, info, to, mirrored=mirror)
+    size = f"{path.stat().st_size / 1024:.0f} KiB"
+    # emoji=False: "zoo:x: ..." must not print as the :x: emoji
+    console.print(f"exported {zoo.PREFIX}{name}: {path} ({size})", emoji=False)
 
 
 def _lineage(ws: Workspace, recipe: dict[str, Any]) -> list[dict[str, Any]]:

@@ -85,26 +85,21 @@ def read_zoo_checkpoint(path: Path) -> dict[str, Any]:
 
 def export_policy(
     checkpoint: Path,
+    data: dict[str, Any],
     name: str,
     info: dict[str, Any],
     directory: Path = ZOO_DIR,
-    mirror: bool = False,
+    mirrored: bool = False,
 ) -> Path:
-    """Write NAME.safetensors and NAME.json from a PPO training checkpoint; `info` (seed, wall
-    time, eval figures, ...) goes into the JSON beside the recipe and step count. `mirror`:
-    the checkpoint's policy of the mirror-image body instead (flexrl.rl.symmetry.mirror_policy;
-    its recipe's tasks swapped: a turn_left policy exports as a turn_right one)."""
+    """Write NAME.safetensors and NAME.json from a PPO training checkpoint's `data` (as
+    `load_checkpoint` read it from `checkpoint`, or its mirror image, flexrl.rl.symmetry.
+    mirror_policy, when `mirrored`); `info` (seed, wall time, eval figures, ...) goes into the
+    JSON beside the recipe and step count."""
     import torch
     from safetensors.torch import save
 
     from flexrl.fileio import sha256_file
-    from flexrl.rl.checkpoint import load_checkpoint
 
-    data = load_checkpoint(checkpoint)
-    if mirror:
-        from flexrl.rl.symmetry import mirror_policy
-
-        data = mirror_policy(data)
     tensors = {f"agent.{k}": v.float().contiguous() for k, v in data["agent"].items()}
     tensors["obs_rms.mean"] = data["obs_rms"]["mean"].double().contiguous()
     tensors["obs_rms.var"] = data["obs_rms"]["var"].double().contiguous()
@@ -123,7 +118,7 @@ def export_policy(
             "exported_from": {
                 "checkpoint": checkpoint.name,
                 "sha256": sha256_file(checkpoint),
-                "mirrored": mirror,
+                "mirrored": mirrored,
             },
             **info,
         },
