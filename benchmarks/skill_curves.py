@@ -29,8 +29,8 @@ from flexrl.analysis.curves import read_metrics, run_curve
 from flexrl.workspace import Workspace
 
 HERE = Path(__file__).parent
-# Which tasks each shipped skill is judged on (the multitask policy on all of them; the turn
-# recipe trains one policy for both directions).
+# Which tasks each skill is judged on (the multitask policy on all of them; `turn` a policy
+# trained on both directions, as turnM: the turn recipe itself trains turn_left).
 JUDGED = {
     "walk_forward": ["walk_forward"],
     "turn": ["turn_left", "turn_right"],

@@ -131,21 +131,23 @@ def train_tiny(cli, workspace, name: str, steps: int = 64, *sets: str) -> None:
 
 
 def test_export_round_trip_acts_as_the_checkpoint(cli, workspace, tmp_path):
-    """A training checkpoint exported to the zoo format acts exactly as it did."""
+    """A training checkpoint exported to the zoo format acts exactly as it did; --to makes
+    its directory."""
     train_tiny(cli, workspace, "tiny")
     report = tmp_path / "eval.json"
     evaluated = cli("eval", "tiny", "--episodes", "1", "--json", "--workspace", str(workspace))
     assert evaluated.returncode == 0, evaluated.stderr
     report.write_text(evaluated.stdout)
     exported = cli(
-        "zoo", "export", "tiny", "tiny_skill", "--eval", str(report), "--to", str(tmp_path),
-        "--workspace", str(workspace),
+        "zoo", "export", "tiny", "tiny_skill", "--eval", str(report),
+        "--to", str(tmp_path / "zoo"), "--workspace", str(workspace),
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
-    info = json.loads((tmp_path / "tiny_skill.json").read_text())
+    info = json.loads((tmp_path / "zoo" / "tiny_skill.json").read_text())
     assert info["run"]["name"] == "tiny" and info["eval"]["tasks"]
     checkpoint = next((workspace / "runs").glob("*tiny*/artifacts/final.pt"))
-    original, shipped = load_policy(checkpoint), load_policy(tmp_path / "tiny_skill.safetensors")
+    shipped = load_policy(tmp_path / "zoo" / "tiny_skill.safetensors")
+    original = load_policy(checkpoint)
     env = gym.make("InvertedPendulum-v5")
     obs, _ = env.reset(seed=0)
     for _ in range(50):

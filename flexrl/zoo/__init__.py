@@ -105,6 +105,7 @@ def export_policy(
     tensors["obs_rms.var"] = data["obs_rms"]["var"].double().contiguous()
     tensors["action_low"] = torch.as_tensor(data["action_low"]).double().contiguous()
     tensors["action_high"] = torch.as_tensor(data["action_high"]).double().contiguous()
+    directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{name}{SUFFIX}"
     atomic_write_bytes(weights, save(tensors))
     atomic_write_json(
