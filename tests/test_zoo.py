@@ -120,6 +120,16 @@ def test_unknown_zoo_name_is_one_line_and_status_2(cli, workspace):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_export_to_a_file_is_one_line_and_status_2(cli, workspace, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory")
+    result = cli("zoo", "export", "any", "x", "--to", str(taken), "--workspace", str(workspace))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: --to {taken}: a file")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert taken.read_text() == "not a directory"
+
+
 def train_tiny(cli, workspace, name: str, steps: int = 64, *sets: str) -> None:
     """A few PPO steps of the quickstart recipe (InvertedPendulum) as run NAME."""
     trained = cli(

@@ -71,6 +71,8 @@ def export(
     from flexrl.workspace.runs import check_name
 
     check_name(name, "zoo name")
+    if to.exists() and not to.is_dir():
+        raise FlexrlError(f"--to {to}: a file; give the directory to write into")
     ws = Workspace(workspace)
     checkpoint, _, record = resolve_source(ws, run)
     info: dict[str, Any] = {}
