@@ -132,12 +132,12 @@ def test_a_mirrored_policy_acts_as_the_mirror_of_its_source():
     env_recipe = state["recipe"]["env"]
     env_recipe["task_weights"] = {"turn_left": 2.0, "walk_forward": 1.0}
     env_recipe["command"] |= {"vy_range": [-0.1, 0.3], "yaw_rate_range": [0.0, 0.5]}
-    mirrored = mirror_policy(state)["recipe"]["env"]
-    assert mirrored["task"] == "turn_right"
-    assert mirrored["task_weights"] == {"turn_right": 2.0, "walk_forward": 1.0}
-    assert mirrored["command"]["vy_range"] == [-0.3, 0.1]
-    assert mirrored["command"]["yaw_rate_range"] == [-0.5, 0.0]
     mirrored = mirror_policy(state)
+    mirrored_env = mirrored["recipe"]["env"]
+    assert mirrored_env["task"] == "turn_right"
+    assert mirrored_env["task_weights"] == {"turn_right": 2.0, "walk_forward": 1.0}
+    assert mirrored_env["command"]["vy_range"] == [-0.3, 0.1]
+    assert mirrored_env["command"]["yaw_rate_range"] == [-0.5, 0.0]
 
     env = skill_env("heading")
     env.reset(seed=3)
