@@ -82,6 +82,11 @@ class CommandConfig(StrictModel):
     # `goal`: commands given in turn instead of drawn, each for `resample_steps` steps, the last
     # to the episode's end (`flexrl eval --command`, `--instruction`)
     schedule: tuple[tuple[float, float, float], ...] = ()
+    # `goal`, in training: a command curriculum. Over the first `curriculum_steps` env steps
+    # the ranges (and still_prob) grow linearly from the single command `curriculum_start` to
+    # the full ranges above, so the policy first learns one gait, then to change it. 0: off.
+    curriculum_steps: int = Field(0, ge=0)
+    curriculum_start: tuple[float, float, float] = (1.0, 0.0, 0.0)
 
     _ranges_ordered = field_validator("vx_range", "vy_range", "yaw_rate_range")(_check_range)
 

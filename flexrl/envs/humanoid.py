@@ -93,6 +93,9 @@ class HumanoidSkillEnv(HumanoidEnv):
         self._next_task: Task | None = None
         self._next_command: np.ndarray | None = None
         self._held = False  # this episode's goal is a command given at reset: never resampled
+        # How far the trainer's command curriculum has widened the goal ranges (1: the full
+        # ranges, as everywhere but in training; flexrl.rl.envs.set_command_progress)
+        self.command_progress = 1.0
         super().__init__(healthy_z_range=healthy_z_range, **kwargs)
         utils.EzPickle.__init__(
             self,
@@ -137,7 +140,9 @@ class HumanoidSkillEnv(HumanoidEnv):
         if self._next_command is not None:
             self.goal = self._next_command.copy()
         else:
-            self.goal = sample_goal(self.task, self.command_cfg, self.np_random)
+            self.goal = sample_goal(
+                self.task, self.command_cfg, self.np_random, progress=self.command_progress
+            )
         self.episode_steps = 0
         self.last_ctrl = np.zeros(self.model.nu)
         self.tracked = None
@@ -159,7 +164,9 @@ class HumanoidSkillEnv(HumanoidEnv):
         due = self.episode_steps % self.command_cfg.resample_steps == 0
         if self.task == "goal" and due and not self._held:
             span = self.episode_steps // self.command_cfg.resample_steps
-            self.goal = sample_goal(self.task, self.command_cfg, self.np_random, span)
+            self.goal = sample_goal(
+                self.task, self.command_cfg, self.np_random, span, self.command_progress
+            )
         return info
 
     def render(self) -> Any:

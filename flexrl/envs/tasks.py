@@ -22,11 +22,15 @@ def task_id(task: Task) -> int:
 
 
 def sample_goal(
-    task: Task, cfg: CommandConfig, rng: np.random.Generator, span: int = 0
+    task: Task,
+    cfg: CommandConfig,
+    rng: np.random.Generator,
+    span: int = 0,
+    progress: float = 1.0,
 ) -> np.ndarray:
     """The goal for `task`: constant for the fixed skills; for `goal` the schedule's command
     for the episode's `span`-th stretch of `resample_steps` steps, or a uniform draw in the
-    ranges."""
+    ranges, which a curriculum's `progress` (0..1) shrinks towards `cfg.curriculum_start`."""
     if task == "walk_forward":
         return np.array([cfg.walk_speed, 0.0, 0.0])
     if task == "turn_left":
@@ -37,8 +41,9 @@ def sample_goal(
         return np.array(cfg.schedule[min(span, len(cfg.schedule) - 1)], dtype=np.float64)
     if task == "goal":
         low, high = np.array([cfg.vx_range, cfg.vy_range, cfg.yaw_rate_range]).T
-        goal = rng.uniform(low, high)
-        if cfg.still_prob > 0 and rng.random() < cfg.still_prob:
+        start = np.array(cfg.curriculum_start)
+        goal = rng.uniform(start + progress * (low - start), start + progress * (high - start))
+        if cfg.still_prob > 0 and rng.random() < cfg.still_prob * progress:
             goal[:] = 0.0
         return goal
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")

@@ -182,3 +182,14 @@ def set_vector_env_state(envs: gym.vector.VectorEnv, states: list[dict[str, Any]
             envs.elapsed_steps[i] = state["elapsed_steps"]
         return
     envs.set_attr("exact_state", list(states))
+
+
+def set_command_progress(envs: gym.vector.VectorEnv, progress: float) -> None:
+    """Widen every env's goal ranges to `progress` of the command curriculum (CommandConfig)."""
+    from flexrl.envs.vector import HumanoidVectorEnv
+
+    if isinstance(envs, HumanoidVectorEnv):
+        for env in envs.envs:
+            env.command_progress = progress
+        return
+    envs.set_attr("command_progress", [progress] * envs.num_envs)

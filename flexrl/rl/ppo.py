@@ -25,7 +25,12 @@ from flexrl.config import TrainRecipe, recipe_to_yaml
 from flexrl.errors import FlexrlError
 from flexrl.rl import checkpoint as ckpt
 from flexrl.rl.agent import Agent
-from flexrl.rl.envs import get_vector_env_state, make_vector_env, set_vector_env_state
+from flexrl.rl.envs import (
+    get_vector_env_state,
+    make_vector_env,
+    set_command_progress,
+    set_vector_env_state,
+)
 from flexrl.rl.normalization import ObsNormalizer, RewardScaler, ValueNormalizer
 from flexrl.rl.symmetry import MirrorLoss
 from flexrl.rl.tracking import CommandTracking
@@ -118,6 +123,7 @@ def train_ppo(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     envs = make_vector_env(recipe.env)
+    curriculum_steps = recipe.env.command.curriculum_steps if recipe.env.id is None else 0
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
     action_low = envs.single_action_space.low
@@ -247,6 +253,9 @@ def train_ppo(
             if args.anneal_lr:
                 frac = 1.0 - (update - 1.0) / num_updates
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+            if curriculum_steps:  # a function of the step count: a resumed run goes on the same
+                command_progress = min(1.0, global_step / curriculum_steps)
+                set_command_progress(envs, command_progress)
             finished_returns: list[float] = []
             finished_lengths: list[int] = []
 
@@ -402,6 +411,8 @@ def train_ppo(
             }
             if mirror_loss is not None:
                 metrics["mirror_loss"] = m_loss.item()
+            if curriculum_steps:
+                metrics["command_progress"] = command_progress
             if finished_returns:  # updates in which no episode ended leave these cells empty
                 metrics["episodic_return"] = float(np.mean(finished_returns))
                 metrics["episodic_length"] = float(np.mean(finished_lengths))
@@ -472,6 +483,7 @@ _TB_GROUP = {
     "episodic_return": "charts",
     "episodic_length": "charts",
     "learning_rate": "charts",
+    "command_progress": "charts",
     "SPS": "charts",
     "global_step": "charts",
     "episodic_fall_rate": "charts",

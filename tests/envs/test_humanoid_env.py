@@ -98,6 +98,35 @@ def test_goal_commands_standing_still_in_the_given_share():
     assert not np.any(np.all(never == 0.0, axis=1))
 
 
+def test_command_curriculum_widens_from_its_start_to_the_full_ranges():
+    from flexrl.config import CommandConfig
+    from flexrl.envs.tasks import sample_goal
+
+    cfg = CommandConfig(
+        vx_range=(0.0, 1.0), vy_range=(-0.2, 0.2), yaw_rate_range=(-0.5, 0.5), still_prob=0.2,
+        curriculum_steps=100, curriculum_start=(0.8, 0.0, 0.1),
+    )  # fmt: skip
+
+    def draws(progress: float) -> np.ndarray:
+        rng = np.random.default_rng(1)
+        return np.array([sample_goal("goal", cfg, rng, progress=progress) for _ in range(4000)])
+
+    np.testing.assert_array_equal(draws(0.0), np.tile([0.8, 0.0, 0.1], (4000, 1)))
+    half = draws(0.5)
+    moving = half[np.any(half != 0.0, axis=1)]
+    # each range is half the way from the start to its ends: vx 0.4..0.9, vy +-0.1, yaw -0.2..0.3
+    np.testing.assert_allclose(moving.min(0), [0.4, -0.1, -0.2], atol=0.01)
+    np.testing.assert_allclose(moving.max(0), [0.9, 0.1, 0.3], atol=0.01)
+    assert 0.08 < np.mean(np.all(half == 0.0, axis=1)) < 0.12  # half the still share
+    full = draws(1.0)
+    np.testing.assert_allclose(full[np.any(full != 0.0, axis=1)].min(0), [0, -0.2, -0.5], atol=0.01)
+    assert 0.18 < np.mean(np.all(full == 0.0, axis=1)) < 0.22
+    # at full progress the draws are the ranges' own, whatever the curriculum says
+    rng = np.random.default_rng(1)
+    plain = cfg.model_copy(update={"curriculum_steps": 0, "curriculum_start": (0.0, 0.0, 0.0)})
+    np.testing.assert_array_equal(full[:50], [sample_goal("goal", plain, rng) for _ in range(50)])
+
+
 def test_same_seed_same_start():
     env = gym.make("flexrl/HumanoidMultiTask-v0")
     first = [env.reset(seed=11) for _ in range(2)]

@@ -82,3 +82,24 @@ def test_threads_state_restores_exactly() -> None:
         got = fresh.step(a)[:4]
         for x, y in zip(want, got, strict=True):
             assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("vectorization", ["threads", "sync"])
+def test_command_progress_reaches_every_env(vectorization: str) -> None:
+    from flexrl.rl.envs import set_command_progress
+
+    start = (0.6, 0.1, -0.2)
+    cfg = EnvConfig(
+        task="goal",
+        num_envs=3,
+        max_episode_steps=30,
+        vectorization=vectorization,
+        command={"curriculum_steps": 10, "curriculum_start": start},
+    )
+    envs = make_vector_env(cfg)
+    _, infos = envs.reset(seed=0)
+    assert not np.allclose(infos["goal"], start)  # outside training: the full ranges
+    set_command_progress(envs, 0.0)
+    _, infos = envs.reset(seed=0)
+    np.testing.assert_array_equal(infos["goal"], np.tile(start, (3, 1)))
+    envs.close()

@@ -27,11 +27,16 @@ UPDATES = 6
 
 def small_recipe(env_id: str, checkpoint_every: int, vectorization: str = "sync") -> TrainRecipe:
     """`env_id` "skill": the goal task with every Humanoid option the learner holds state for
-    (the tracking observation, the mirror loss)."""
+    (the tracking observation, the mirror loss, a command curriculum that widens every update)."""
     env: dict = {"id": env_id}
     ppo: dict = {}
     if env_id == "skill":
-        env = {"task": "goal", "observation_frame": "heading", "observe_tracking": True}
+        env = {
+            "task": "goal",
+            "observation_frame": "heading",
+            "observe_tracking": True,
+            "command": {"curriculum_steps": UPDATES * 2 * 64},
+        }
         ppo = {"mirror_coef": 0.1}
     return validate_recipe(
         {
@@ -130,6 +135,10 @@ def test_resume_equals_uninterrupted(
             return [(r["step"], r["value_loss"]) for r in csv.DictReader(f)]
 
     assert rows(resumed.dir) == rows(straight.dir)
+    if env_id == "skill":  # the curriculum widened at every update, where it stood when stopped
+        with open(resumed.dir / "metrics.csv", newline="") as f:
+            progress = [float(r["command_progress"]) for r in csv.DictReader(f)]
+        assert progress == [u / UPDATES for u in range(UPDATES)]
     assert len(rows(resumed.dir)) == UPDATES and resumed_from_update < UPDATES
     assert ws.load_run(resumed.id).metrics_rows == UPDATES
 
