@@ -115,6 +115,9 @@ class RewardConfig(StrictModel):
     # per-step kernel barely sees under the stride's twist (needs env.observe_tracking).
     tracking_yaw_rate_mean: float = Field(0.0, ge=0, description="env.observe_tracking")
     yaw_rate_mean_sigma: float = Field(0.02, gt=0, description="(rad/s)^2")
+    # The same for [vx, vy]: the speed averaged over ~1 s against the commanded velocity.
+    tracking_lin_vel_mean: float = Field(0.0, ge=0, description="env.observe_tracking")
+    lin_vel_mean_sigma: float = Field(0.05, gt=0, description="(m/s)^2")
 
 
 HUMANOID_ONLY_FIELDS = (
@@ -163,10 +166,10 @@ class EnvConfig(StrictModel):
 
     @model_validator(mode="after")
     def _running_mean_terms_need_the_running_mean(self) -> EnvConfig:
-        for term in ("yaw_rate_wobble", "tracking_yaw_rate_mean"):
+        for term in ("yaw_rate_wobble", "tracking_yaw_rate_mean", "tracking_lin_vel_mean"):
             if getattr(self.reward, term) > 0 and not self.observe_tracking:
                 raise ValueError(
-                    f"reward.{term} reads the yaw rate's running mean, which only "
+                    f"reward.{term} reads the tracked running means, which only "
                     "env.observe_tracking: true keeps; set it, or the weight to 0"
                 )
         return self

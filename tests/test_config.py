@@ -55,7 +55,9 @@ def test_constraint_violations_are_reported(tmp_path):
         load_recipe(write(tmp_path, "env:\n  num_envs: 0\n"), TrainRecipe)
 
 
-@pytest.mark.parametrize("term", ["yaw_rate_wobble", "tracking_yaw_rate_mean"])
+@pytest.mark.parametrize(
+    "term", ["yaw_rate_wobble", "tracking_yaw_rate_mean", "tracking_lin_vel_mean"]
+)
 def test_running_mean_terms_without_the_running_mean_are_refused(tmp_path, term):
     path = write(tmp_path, f"env:\n  reward:\n    {term}: 1.0\n")
     with pytest.raises(FlexrlError, match=r"env\.observe_tracking: true") as refused:

@@ -343,15 +343,15 @@ def evaluate_batch(
         contact_forces=np.stack([env.data.cfrc_ext for env in envs]),
         params=first.reward_cfg,
         last_ctrl=np.stack([env.last_ctrl for env in envs]),
-        yaw_rate_mean=_yaw_rate_means(envs, measured) if first.observe_tracking else None,
+        tracked_mean=_tracked_means(envs, measured) if first.observe_tracking else None,
     )
     return total, terms, measured, healthy
 
 
-def _yaw_rate_means(
+def _tracked_means(
     envs: Sequence[HumanoidSkillEnv], measured: dict[str, np.ndarray]
 ) -> np.ndarray:
-    """[N] each env's running mean of the yaw rate up to the last step (just reset: this
-    state's own, so the first step has no wobble)."""
-    now = measured["yaw_rate"]
-    return np.array([now[i] if e.tracked is None else e.tracked[2] for i, e in enumerate(envs)])
+    """[N, 3] each env's running mean of [vx, vy, yaw_rate] up to the last step (just reset:
+    this state's own, so the first step has no wobble)."""
+    now = tracked_values(measured)
+    return np.stack([now[i] if e.tracked is None else e.tracked for i, e in enumerate(envs)])

@@ -27,8 +27,9 @@ TERM_NAMES = (
     "yaw_rate_cost",
     "action_rate",
 )
-# With env.observe_tracking, also "yaw_rate_wobble" and "tracking_yaw_rate_mean" (they read its
-# running means); a plain env keeps these, and so do the columns of its datasets.
+# With env.observe_tracking, also "yaw_rate_wobble", "tracking_yaw_rate_mean" and
+# "tracking_lin_vel_mean" (they read its running means); a plain env keeps these, and so do the
+# columns of its datasets.
 
 
 def heading_yaw(quat: np.ndarray) -> np.ndarray:
@@ -76,15 +77,15 @@ def shaped_reward(
     contact_forces: np.ndarray,
     params: RewardConfig,
     last_ctrl: np.ndarray | None = None,
-    yaw_rate_mean: np.ndarray | None = None,
+    tracked_mean: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Reward and its terms for N states.
 
     lin_vel [N, 2] heading-frame velocity, yaw_rate [N] world yaw rate, command [N, 3] as
     [vx, vy, yaw_rate], healthy [N] bool, ctrl [N, nu], contact_forces [N, ...] (cfrc_ext),
     last_ctrl [N, nu] the previous step's controls (zeros after a reset; None: zeros),
-    yaw_rate_mean [N] the yaw rate's running mean over ~1 s up to the last step (None: no
-    yaw_rate_wobble or tracking_yaw_rate_mean term).
+    tracked_mean [N, 3] the running means of [vx, vy, yaw_rate] over ~1 s up to the last step
+    (None: none of the three running-mean terms).
     Returns total [N] and {term: [N]} where total == sum of the terms (costs are negative).
     """
     if last_ctrl is None:
@@ -106,7 +107,8 @@ def shaped_reward(
         "yaw_rate_cost": -params.yaw_rate_cost * np.minimum(yaw_err, 1.0),
         "action_rate": -params.action_rate * np.sum(np.square(ctrl - last_ctrl), axis=1),
     }
-    if yaw_rate_mean is not None:
+    if tracked_mean is not None:
+        yaw_rate_mean = tracked_mean[:, 2]
         # The twist of every stride alone, apart from the turn's mean: the yaw rate against its
         # own ~1 s running mean (capped as yaw_rate_cost is).
         wobble = np.minimum(np.square(yaw_rate - yaw_rate_mean), 1.0)
@@ -115,6 +117,12 @@ def shaped_reward(
         mean_err = np.square(command[:, 2] - yaw_rate_mean)
         terms["tracking_yaw_rate_mean"] = params.tracking_yaw_rate_mean * np.exp(
             -mean_err / params.yaw_rate_mean_sigma
+        )
+        # Likewise the speed: within a stride the body surges and slows by more than the error
+        # that matters, which blurs the per-step kernel; the mean over a stride does not.
+        lin_mean_err = np.sum(np.square(command[:, :2] - tracked_mean[:, :2]), axis=1)
+        terms["tracking_lin_vel_mean"] = params.tracking_lin_vel_mean * np.exp(
+            -lin_mean_err / params.lin_vel_mean_sigma
         )
     # Added one by one: numpy sums 8 rows or more pairwise when N is 1, which would round a
     # single env's reward differently from the same env's in a batch.

@@ -305,16 +305,20 @@ def test_observe_tracking_appends_what_the_reward_measures_and_its_running_mean(
     env.close()
 
 
-def test_yaw_rate_wobble_costs_the_yaw_rate_against_its_running_mean_before_the_step():
-    env = gym.make(TASK_IDS["turn_left"], observe_tracking=True, reward={"yaw_rate_wobble": 2.0})
+def test_running_mean_terms_read_the_means_before_the_step():
+    reward = {"yaw_rate_wobble": 2.0, "tracking_lin_vel_mean": 1.5, "lin_vel_mean_sigma": 0.05}
+    env = gym.make(TASK_IDS["turn_left"], observe_tracking=True, reward=reward)
     env.reset(seed=5)
     rng = np.random.default_rng(5)
     _, _, _, _, info = env.step(rng.uniform(-0.4, 0.4, 17))
     assert info["reward_terms"]["yaw_rate_wobble"] == 0.0  # the mean starts at the first step
     for _ in range(5):
-        mean = env.unwrapped.tracked[2]
+        mean = env.unwrapped.tracked.copy()
+        goal = env.unwrapped.goal
         _, _, terminated, _, info = env.step(rng.uniform(-0.4, 0.4, 17))
-        expected = -2.0 * min((info["yaw_rate"] - mean) ** 2, 1.0)
+        expected = -2.0 * min((info["yaw_rate"] - mean[2]) ** 2, 1.0)
         assert info["reward_terms"]["yaw_rate_wobble"] == pytest.approx(expected, abs=1e-12)
+        speed = 1.5 * np.exp(-np.sum((goal[:2] - mean[:2]) ** 2) / 0.05)
+        assert info["reward_terms"]["tracking_lin_vel_mean"] == pytest.approx(speed, abs=1e-12)
         assert not terminated
     env.close()

@@ -211,7 +211,7 @@ def test_yaw_rate_wobble_by_hand():
         ctrl=np.zeros((n, 17)),
         contact_forces=np.zeros((n, 14, 6)),
         params=RewardConfig(yaw_rate_wobble=2.0),
-        yaw_rate_mean=np.array([0.5, 0.5, 0.5]),
+        tracked_mean=np.array([[0.0, 0.0, 0.5]] * 3),
     )
     np.testing.assert_allclose(terms["yaw_rate_wobble"], [-2 * 0.09, -2 * 0.09, -2.0])
     _, without_mean = shaped_reward(
@@ -221,6 +221,7 @@ def test_yaw_rate_wobble_by_hand():
     )  # fmt: skip
     assert "yaw_rate_wobble" not in without_mean  # a plain env's datasets keep their columns
     assert "tracking_yaw_rate_mean" not in without_mean
+    assert "tracking_lin_vel_mean" not in without_mean
 
 
 def test_tracking_yaw_rate_mean_by_hand():
@@ -233,10 +234,28 @@ def test_tracking_yaw_rate_mean_by_hand():
         ctrl=np.zeros((3, 17)),
         contact_forces=np.zeros((3, 14, 6)),
         params=RewardConfig(tracking_yaw_rate_mean=1.5, yaw_rate_mean_sigma=0.02),
-        yaw_rate_mean=np.array([0.5, 0.4, -0.3]),
+        tracked_mean=np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.4], [0.3, 0.0, -0.3]]),
     )
     np.testing.assert_allclose(
         terms["tracking_yaw_rate_mean"], [1.5, 1.5 * np.exp(-0.01 / 0.02), 1.5 * np.exp(-2.0)]
+    )
+
+
+def test_tracking_lin_vel_mean_by_hand():
+    """The running mean of [vx, vy], not the step's surge, against the commanded velocity."""
+    _, terms = shaped_reward(
+        lin_vel=np.array([[1.4, 0.0], [0.2, 0.0], [0.0, 0.0]]),  # mid-stride: not what it sees
+        yaw_rate=np.zeros(3),
+        command=np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.5], [0.5, -0.2, 0.0]]),
+        healthy=np.ones(3, bool),
+        ctrl=np.zeros((3, 17)),
+        contact_forces=np.zeros((3, 14, 6)),
+        params=RewardConfig(tracking_lin_vel_mean=2.0, lin_vel_mean_sigma=0.05),
+        tracked_mean=np.array([[1.0, 0.0, 0.3], [0.8, 0.1, 0.5], [0.3, 0.0, 0.0]]),
+    )
+    np.testing.assert_allclose(
+        terms["tracking_lin_vel_mean"],
+        [2.0, 2.0 * np.exp(-0.05 / 0.05), 2.0 * np.exp(-0.08 / 0.05)],
     )
 
 
