@@ -348,9 +348,7 @@ def evaluate_batch(
     return total, terms, measured, healthy
 
 
-def _tracked_means(
-    envs: Sequence[HumanoidSkillEnv], measured: dict[str, np.ndarray]
-) -> np.ndarray:
+def _tracked_means(envs: Sequence[HumanoidSkillEnv], measured: dict[str, np.ndarray]) -> np.ndarray:
     """[N, 3] each env's running mean of [vx, vy, yaw_rate] up to the last step (just reset:
     this state's own, so the first step has no wobble)."""
     now = tracked_values(measured)
