@@ -7,8 +7,9 @@
 Reads the training metrics of RUN (a resumed run holds its whole history; several runs are a
 chain, each started from the one before with `ppo.init_from`, drawn end to end), plots the training
 episodes' forward speed, fall rate, velocity error and yaw-rate error (means over the episodes
-that ended in each update, stochastic policy, smoothed over 10 updates) against env steps, with
-wall time on the top axis, into benchmarks/curves/SKILL.png. Then evaluates the final policy as
+that ended in each update, stochastic policy, smoothed over 10 updates; a multitask run's per
+task) against env steps, with wall time on the top axis, into benchmarks/curves/SKILL.png.
+Then evaluates the final policy as
 the issue's criteria do (`flexrl eval`, deterministic, --episodes episodes of 1000 steps with
 eval seeds, which training never uses) on each task the skill is judged on, draws those figures
 as dots at the end of the curves, and writes benchmarks/results/curves/SKILL.json.
@@ -86,32 +87,38 @@ def main() -> None:
         step_offsets.append(float(steps[-1][-1]))
         minute_offsets.append(float(minutes[-1][-1]))
     steps, minutes = np.concatenate(steps), np.concatenate(minutes)
-    curves = {}
-    for metric, _, _ in PANELS:
+    judged = JUDGED[args.skill]
+    # A multitask run logs each task's episodes apart too (`episodic_fall_rate/turn_left`);
+    # a chain with an older stage that did not is drawn pooled.
+    logged = [set(read_metrics(stage.id, args.workspace)) for stage in records]
+    per_task = len(judged) > 1 and all(f"{PANELS[0][0]}/{t}" in c for c in logged for t in judged)
+    lines = {t: f"/{t}" for t in judged} if per_task else {"training episodes": ""}
+
+    def chained(metric: str) -> tuple[np.ndarray, np.ndarray]:
         stages = [run_curve(stage, metric, args.workspace) for stage in records]
-        curves[metric] = (
-            np.concatenate(
-                [c.x + offset for c, offset in zip(stages, step_offsets[:-1], strict=True)]
-            ),
-            np.concatenate([c.y for c in stages]),
-        )
-    evals = {
-        t: evaluate(record.id, t, args.episodes, args.seed, args.workspace)
-        for t in JUDGED[args.skill]
+        x = [c.x + offset for c, offset in zip(stages, step_offsets[:-1], strict=True)]
+        return np.concatenate(x), np.concatenate([c.y for c in stages])
+
+    curves = {
+        metric: {line: chained(metric + suffix) for line, suffix in lines.items()}
+        for metric, _, _ in PANELS
     }
+    evals = {t: evaluate(record.id, t, args.episodes, args.seed, args.workspace) for t in judged}
 
     fig = Figure(figsize=(11, 7), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
     for ax, (metric, key, label) in zip(axes, PANELS, strict=True):
-        x, y = curves[metric]
-        ax.plot(x / 1e6, y, color="C0", alpha=0.2, lw=0.8)
-        ax.plot(x / 1e6, smooth(y), color="C0", label="training episodes")
+        for line, (x, y) in curves[metric].items():
+            # per task, the colour of that task's eval dot
+            color = f"C{judged.index(line) + 1}" if per_task else "C0"
+            ax.plot(x / 1e6, y, color=color, alpha=0.2, lw=0.8)
+            ax.plot(x / 1e6, smooth(y), color=color, label=f"training: {line}")
         for start in step_offsets[1:-1]:  # where each continuation of a chain began
             ax.axvline(start / 1e6, color="grey", ls=":", lw=0.8)
         for i, (task, row) in enumerate(evals.items()):
             if row.get(key) is not None:
                 ax.plot(
-                    x[-1] / 1e6, row[key], "o", color=f"C{i + 1}",
+                    steps[-1] / 1e6, row[key], "o", color=f"C{i + 1}",
                     label=f"final eval: {task}",
                 )  # fmt: skip
         ax.set(xlabel="environment steps (millions)", ylabel=label)

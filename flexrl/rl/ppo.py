@@ -164,7 +164,10 @@ def train_ppo(
     episode_return = np.zeros(num_envs)
     episode_length = np.zeros(num_envs, dtype=np.int64)
     recent_returns: deque[float] = deque(maxlen=RECENT_EPISODES)
-    tracking = CommandTracking(num_envs)
+    several_tasks = (
+        recipe.env.id is None and sum(w > 0 for w in recipe.env.task_weights.values()) > 1
+    )
+    tracking = CommandTracking(num_envs, per_task=several_tasks)
     global_step = 0
     start_update = 1
     if resume_from is not None:
@@ -419,7 +422,8 @@ def train_ppo(
             metrics.update(tracking.metrics())
             run.log_metrics(global_step, metrics)
             for name, value in metrics.items():
-                writer.add_scalar(f"{_TB_GROUP.get(name, 'losses')}/{name}", value, global_step)
+                group = _TB_GROUP.get(name.split("/")[0], "losses")  # per task: name/task
+                writer.add_scalar(f"{group}/{name}", value, global_step)
             recent = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
             bar.update(task, completed=global_step, sps=sps, ret=recent)
 

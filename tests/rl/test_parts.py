@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import random
 
@@ -9,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from flexrl.config import EnvConfig, TrainRecipe
+from flexrl.config import TASKS, EnvConfig, TrainRecipe, validate_recipe
+from flexrl.rl import train_ppo
 from flexrl.rl.checkpoint import get_rng_state, set_rng_state
 from flexrl.rl.envs import make_vector_env
 from flexrl.rl.normalization import ObsNormalizer, RewardScaler, RunningMeanStd
 from flexrl.rl.ppo import bootstrap_truncated, compute_gae
+from flexrl.rl.tracking import CommandTracking
+from flexrl.workspace import Workspace
 
 
 def test_gae_matches_a_hand_computation_and_cuts_at_episode_ends():
@@ -197,3 +201,70 @@ def test_widening_a_single_command_policy_gives_the_tracking_values_unit_varianc
     np.testing.assert_array_equal(normalizer.rms.var[351:], np.ones(6))
     measured = np.concatenate([obs[:2], [[0.8, 0.1, -0.3] * 2, [1.2, -0.1, 0.2] * 2]], axis=1)
     assert np.abs(normalizer(measured)[:, 351:]).max() < 1.0  # near the command, not clipped
+
+
+def test_command_tracking_averages_each_episode_and_splits_a_multitask_run_by_task():
+    """Two envs: env 0 walks forward and falls after 2 steps, env 1 turns left and is cut at 3.
+    The ended episodes' last step and task come from final_info (the infos of the step after
+    an autoreset already belong to the new episode, here a goal episode)."""
+    walk, turn, goal = (TASKS.index(t) for t in ("walk_forward", "turn_left", "goal"))
+
+    def infos(vx, yaw, tasks):  # both envs asked for [1, 0, 0.5]
+        return {
+            "lin_vel": np.array([[vx[0], 0.0], [vx[1], 0.0]]),
+            "yaw_rate": np.array(yaw, float),
+            "goal": np.array([[1.0, 0.0, 0.5]] * 2),
+            "task_id": np.array(tasks),
+        }
+
+    tracking = CommandTracking(2, per_task=True)
+    no = np.zeros(2, bool)
+    tracking.step(infos([0.6, 0.2], [0.5, 0.1], [walk, turn]), no, no)
+    assert tracking.metrics() == {}  # nothing ended yet
+    after = infos([9.0, 0.4], [9.0, 0.3], [goal, turn])
+    ended = {**after, "final_info": infos([0.8, 0.4], [0.3, 0.3], [walk, turn])}
+    tracking.step(ended, np.array([True, False]), no)
+    after = infos([0.0, 9.0], [0.0, 9.0], [goal, goal])
+    cut = {**after, "final_info": infos([0.0, 0.6], [0.0, 0.5], [goal, turn])}
+    tracking.step(cut, no, np.array([False, True]))
+    m = tracking.metrics()
+    # walk: speeds 0.6, 0.8 (errors 0.4, 0.2), yaw errors 0, 0.2; turn: speeds 0.2, 0.4, 0.6,
+    # yaw errors 0.4, 0.2, 0.
+    assert m["episodic_forward_speed/walk_forward"] == pytest.approx(0.7)
+    assert m["episodic_lin_vel_error/walk_forward"] == pytest.approx(0.3)
+    assert m["episodic_yaw_rate_error/walk_forward"] == pytest.approx(0.1)
+    assert m["episodic_fall_rate/walk_forward"] == 1.0
+    assert m["episodic_forward_speed/turn_left"] == pytest.approx(0.4)
+    assert m["episodic_yaw_rate_error/turn_left"] == pytest.approx(0.2)
+    assert m["episodic_fall_rate/turn_left"] == 0.0
+    assert m["episodic_forward_speed"] == pytest.approx(0.55)  # pooled over both episodes
+    assert m["episodic_fall_rate"] == 0.5
+    assert not any(k.endswith("/goal") for k in m)  # the goal episode has not ended
+    single = CommandTracking(2)
+    single.step(ended, np.array([True, False]), no)
+    pooled = ("fall_rate", "forward_speed", "lin_vel_error", "yaw_rate_error")
+    assert set(single.metrics()) == {f"episodic_{k}" for k in pooled}
+
+
+def test_a_multitask_run_logs_each_tasks_curves(tmp_path):
+    """Per-task columns beside the pooled ones in metrics.csv, from a real (tiny) training."""
+    recipe = validate_recipe(
+        {
+            "name": "multi",
+            "seed": 0,
+            "env": {
+                "task_weights": {"walk_forward": 1.0, "turn_left": 1.0, "goal": 0.0},
+                "num_envs": 2,
+                "max_episode_steps": 20,
+            },
+            "ppo": {"total_steps": 256, "num_steps": 64, "hidden_sizes": [16, 16]},
+        },
+        TrainRecipe,
+    )
+    with Workspace(tmp_path / "ws").start_run("train", "multi", recipe=recipe) as run:
+        train_ppo(recipe, run, progress=False)
+    with open(run.dir / "metrics.csv", newline="") as f:
+        columns = set(next(csv.reader(f)))
+    for task in ("walk_forward", "turn_left"):
+        assert {f"episodic_fall_rate/{task}", f"episodic_forward_speed/{task}"} <= columns
+    assert "episodic_fall_rate" in columns and not any(c.endswith("/goal") for c in columns)
