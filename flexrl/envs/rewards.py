@@ -118,8 +118,8 @@ def shaped_reward(
         terms["tracking_yaw_rate_mean"] = params.tracking_yaw_rate_mean * np.exp(
             -mean_err / params.yaw_rate_mean_sigma
         )
-        # Likewise the speed: within a stride the body surges and slows by more than the error
-        # that matters, which blurs the per-step kernel; the mean over a stride does not.
+        # Likewise the speed: a narrow kernel on the mean pays for the right speed without
+        # charging each stride's surge, as a narrow per-step kernel would.
         lin_mean_err = np.sum(np.square(command[:, :2] - tracked_mean[:, :2]), axis=1)
         terms["tracking_lin_vel_mean"] = params.tracking_lin_vel_mean * np.exp(
             -lin_mean_err / params.lin_vel_mean_sigma
