@@ -200,6 +200,10 @@ class PPOConfig(StrictModel):
     total_steps: int = Field(2_000_000, ge=1)
     learning_rate: float = Field(3e-4, gt=0)
     anneal_lr: bool = True
+    # The linear annealing reaches zero at this many steps (None: at total_steps). Longer than
+    # total_steps, a short run follows a longer run's schedule and stops with the rate still
+    # up: the first N steps of that run, not a run squeezed into N.
+    anneal_steps: int | None = Field(None, ge=1)
     num_steps: int = Field(256, ge=1, description="rollout length per environment")
     gamma: float = Field(0.99, ge=0, le=1)
     gae_lambda: float = Field(0.95, ge=0, le=1)

@@ -118,6 +118,7 @@ def train_ppo(
             "a rollout (env.num_envs * ppo.num_steps)"
         )
     num_updates = math.ceil(args.total_steps / batch_size)  # at least total_steps are taken
+    anneal_updates = math.ceil((args.anneal_steps or args.total_steps) / batch_size)
 
     seed_everything(recipe.seed, recipe.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -254,7 +255,7 @@ def train_ppo(
         bar.start()
         for update in range(start_update, num_updates + 1):
             if args.anneal_lr:
-                frac = 1.0 - (update - 1.0) / num_updates
+                frac = max(0.0, 1.0 - (update - 1.0) / anneal_updates)
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
             if curriculum_steps:  # a function of the step count: a resumed run goes on the same
                 command_progress = min(1.0, global_step / curriculum_steps)

@@ -68,6 +68,21 @@ def test_train_records_a_completed_run(cli, workspace):
     assert policy.act(torch.zeros(4).numpy()).shape == (1,)
 
 
+def test_anneal_steps_sets_the_learning_rate_schedule_apart_from_the_run_length(cli, workspace):
+    # 2 updates of 2048 steps on a schedule that reaches zero at 8192 steps: the rate falls by
+    # a quarter per update, and the run stops at total_steps with the rate still at 3/4.
+    result = cli(
+        "train", "--config", QUICKSTART, "--set", "ppo.total_steps=4096",
+        "--set", "ppo.anneal_steps=8192", "--set", "ppo.learning_rate=0.001",
+        "--workspace", str(workspace),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (metrics,) = workspace.glob("runs/*/metrics.csv")
+    with open(metrics, newline="") as f:
+        rates = [float(r["learning_rate"]) for r in csv.DictReader(f)]
+    assert rates == pytest.approx([0.001, 0.00075])
+
+
 def test_sigterm_leaves_an_interrupted_run_with_a_checkpoint_that_resumes(cli, workspace):
     process = subprocess.Popen(
         [sys.executable, "-m", "flexrl", "train", "--config", QUICKSTART,
