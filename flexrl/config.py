@@ -87,6 +87,11 @@ class CommandConfig(StrictModel):
     # the full ranges above, so the policy first learns one gait, then to change it. 0: off.
     curriculum_steps: int = Field(0, ge=0)
     curriculum_start: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    # `goal`, in training only: this share of the draws take vx from the slow end of vx_range
+    # (its lowest `train_slow_width` m/s), where a walking gait must be held back and where
+    # fine-tuned walkers fell most (backwards); eval and collect draw from the ranges as given.
+    train_slow_prob: float = Field(0.0, ge=0, le=1)
+    train_slow_width: float = Field(0.3, gt=0, description="m/s")
 
     _ranges_ordered = field_validator("vx_range", "vy_range", "yaw_rate_range")(_check_range)
 

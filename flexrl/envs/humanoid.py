@@ -94,8 +94,11 @@ class HumanoidSkillEnv(HumanoidEnv):
         self._next_command: np.ndarray | None = None
         self._held = False  # this episode's goal is a command given at reset: never resampled
         # How far the trainer's command curriculum has widened the goal ranges (1: the full
-        # ranges, as everywhere but in training; flexrl.rl.envs.set_command_progress)
+        # ranges, as everywhere but in training; flexrl.rl.envs.set_every_env)
         self.command_progress = 1.0
+        # Whether goal commands are drawn as in training (CommandConfig.train_slow_prob); the
+        # trainer sets it, everything else draws from the ranges as given.
+        self.command_training = False
         super().__init__(healthy_z_range=healthy_z_range, **kwargs)
         utils.EzPickle.__init__(
             self,
@@ -141,7 +144,11 @@ class HumanoidSkillEnv(HumanoidEnv):
             self.goal = self._next_command.copy()
         else:
             self.goal = sample_goal(
-                self.task, self.command_cfg, self.np_random, progress=self.command_progress
+                self.task,
+                self.command_cfg,
+                self.np_random,
+                progress=self.command_progress,
+                training=self.command_training,
             )
         self.episode_steps = 0
         self.last_ctrl = np.zeros(self.model.nu)
@@ -165,7 +172,12 @@ class HumanoidSkillEnv(HumanoidEnv):
         if self.task == "goal" and due and not self._held:
             span = self.episode_steps // self.command_cfg.resample_steps
             self.goal = sample_goal(
-                self.task, self.command_cfg, self.np_random, span, self.command_progress
+                self.task,
+                self.command_cfg,
+                self.np_random,
+                span,
+                self.command_progress,
+                self.command_training,
             )
         return info
 

@@ -27,10 +27,12 @@ def sample_goal(
     rng: np.random.Generator,
     span: int = 0,
     progress: float = 1.0,
+    training: bool = False,
 ) -> np.ndarray:
     """The goal for `task`: constant for the fixed skills; for `goal` the schedule's command
     for the episode's `span`-th stretch of `resample_steps` steps, or a uniform draw in the
-    ranges, which a curriculum's `progress` (0..1) shrinks towards `cfg.curriculum_start`."""
+    ranges, which a curriculum's `progress` (0..1) shrinks towards `cfg.curriculum_start`, and
+    which `training` draws from the slow end `cfg.train_slow_prob` of the time."""
     if task == "walk_forward":
         return np.array([cfg.walk_speed, 0.0, 0.0])
     if task == "turn_left":
@@ -42,7 +44,10 @@ def sample_goal(
     if task == "goal":
         low, high = np.array([cfg.vx_range, cfg.vy_range, cfg.yaw_rate_range]).T
         start = np.array(cfg.curriculum_start)
-        goal = rng.uniform(start + progress * (low - start), start + progress * (high - start))
+        low, high = start + progress * (low - start), start + progress * (high - start)
+        goal = rng.uniform(low, high)
+        if training and cfg.train_slow_prob > 0 and rng.random() < cfg.train_slow_prob:
+            goal[0] = rng.uniform(low[0], min(low[0] + cfg.train_slow_width, high[0]))
         if cfg.still_prob > 0 and rng.random() < cfg.still_prob * progress:
             goal[:] = 0.0
         return goal

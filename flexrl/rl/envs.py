@@ -184,12 +184,14 @@ def set_vector_env_state(envs: gym.vector.VectorEnv, states: list[dict[str, Any]
     envs.set_attr("exact_state", list(states))
 
 
-def set_command_progress(envs: gym.vector.VectorEnv, progress: float) -> None:
-    """Widen every env's goal ranges to `progress` of the command curriculum (CommandConfig)."""
+def set_every_env(envs: gym.vector.VectorEnv, name: str, value: Any) -> None:
+    """Set attribute `name` to `value` on every env: how the trainer tells flexrl's Humanoid
+    envs how far its command curriculum has got (`command_progress`) and that they draw
+    training's commands (`command_training`; CommandConfig)."""
     from flexrl.envs.vector import HumanoidVectorEnv
 
     if isinstance(envs, HumanoidVectorEnv):
         for env in envs.envs:
-            env.command_progress = progress
+            setattr(env, name, value)
         return
-    envs.set_attr("command_progress", [progress] * envs.num_envs)
+    envs.set_attr(name, [value] * envs.num_envs)

@@ -28,7 +28,7 @@ from flexrl.rl.agent import Agent
 from flexrl.rl.envs import (
     get_vector_env_state,
     make_vector_env,
-    set_command_progress,
+    set_every_env,
     set_vector_env_state,
 )
 from flexrl.rl.normalization import ObsNormalizer, RewardScaler, ValueNormalizer
@@ -125,6 +125,8 @@ def train_ppo(
 
     envs = make_vector_env(recipe.env)
     curriculum_steps = recipe.env.command.curriculum_steps if recipe.env.id is None else 0
+    if recipe.env.id is None:  # training's own command mix (CommandConfig.train_slow_prob)
+        set_every_env(envs, "command_training", True)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
     action_low = envs.single_action_space.low
@@ -259,7 +261,7 @@ def train_ppo(
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
             if curriculum_steps:  # a function of the step count: a resumed run goes on the same
                 command_progress = min(1.0, global_step / curriculum_steps)
-                set_command_progress(envs, command_progress)
+                set_every_env(envs, "command_progress", command_progress)
             finished_returns: list[float] = []
             finished_lengths: list[int] = []
 

@@ -127,6 +127,34 @@ def test_command_curriculum_widens_from_its_start_to_the_full_ranges():
     np.testing.assert_array_equal(full[:50], [sample_goal("goal", plain, rng) for _ in range(50)])
 
 
+def test_training_draws_the_slow_end_in_its_share_and_nothing_else_does():
+    from flexrl.config import CommandConfig
+    from flexrl.envs.tasks import sample_goal
+
+    cfg = CommandConfig(
+        vx_range=(0.0, 1.0), vy_range=(-0.2, 0.2), yaw_rate_range=(-0.5, 0.5), still_prob=0.1,
+        train_slow_prob=0.4, train_slow_width=0.3,
+    )  # fmt: skip
+
+    def draws(training: bool, config: CommandConfig = cfg) -> np.ndarray:
+        rng = np.random.default_rng(3)
+        return np.array([sample_goal("goal", config, rng, training=training) for _ in range(6000)])
+
+    trained = draws(True)
+    moving = trained[np.any(trained != 0.0, axis=1)]
+    # vx below 0.3: 40% from the slow end plus 60% x 30% of the uniform draws, i.e. 58%
+    assert 0.55 < np.mean(moving[:, 0] < 0.3) < 0.61
+    assert 0.08 < np.mean(np.all(trained == 0.0, axis=1)) < 0.12  # the still share as given
+    np.testing.assert_allclose(moving.min(0), [0, -0.2, -0.5], atol=0.01)
+    np.testing.assert_allclose(moving.max(0), [1, 0.2, 0.5], atol=0.01)
+    # outside training, and in training without a slow share, the draws are the plain ones
+    off = cfg.model_copy(update={"train_slow_prob": 0.0})
+    plain = draws(False, off)
+    np.testing.assert_array_equal(draws(False), plain)
+    np.testing.assert_array_equal(draws(True, off), plain)
+    assert 0.27 < np.mean(plain[np.any(plain != 0.0, axis=1), 0] < 0.3) < 0.33
+
+
 def test_same_seed_same_start():
     env = gym.make("flexrl/HumanoidMultiTask-v0")
     first = [env.reset(seed=11) for _ in range(2)]

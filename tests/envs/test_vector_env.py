@@ -86,7 +86,7 @@ def test_threads_state_restores_exactly() -> None:
 
 @pytest.mark.parametrize("vectorization", ["threads", "sync"])
 def test_command_progress_reaches_every_env(vectorization: str) -> None:
-    from flexrl.rl.envs import set_command_progress
+    from flexrl.rl.envs import set_every_env
 
     start = (0.6, 0.1, -0.2)
     cfg = EnvConfig(
@@ -99,7 +99,7 @@ def test_command_progress_reaches_every_env(vectorization: str) -> None:
     envs = make_vector_env(cfg)
     _, infos = envs.reset(seed=0)
     assert not np.allclose(infos["goal"], start)  # outside training: the full ranges
-    set_command_progress(envs, 0.0)
+    set_every_env(envs, "command_progress", 0.0)
     _, infos = envs.reset(seed=0)
     np.testing.assert_array_equal(infos["goal"], np.tile(start, (3, 1)))
     envs.close()

@@ -105,6 +105,25 @@ def test_recorded_episodes_are_the_training_rollouts(tmp_path: Path):
         assert term == ep.terminations[-1] and trunc == ep.truncations[-1]
 
 
+def test_the_trainer_draws_training_commands(tmp_path: Path):
+    # Every draw from the slow end (train_slow_prob 1): the recorded goals are training's, where
+    # a fresh env (as eval and collect make) draws from the whole range.
+    ws = Workspace(tmp_path / "ws")
+    command = {"vx_range": [0.0, 1.0], "resample_steps": 10, "train_slow_prob": 1.0,
+               "train_slow_width": 0.2}  # fmt: skip
+    spec = recipe().model_dump()
+    spec["env"].update(task="goal", command=command)
+    r = validate_recipe(spec, TrainRecipe)
+    with ws.start_run("train", "slow", recipe=r) as run:
+        train_ppo(r, run, record_to="slow", progress=False)
+    vx = np.concatenate([ep.goals[:, 0] for ep in episodes_of(ws, "slow")])
+    assert len(vx) > 300 and vx.min() >= 0.0 and vx.max() <= 0.2
+    env = make_flat_env(r.env)
+    fresh = [env.reset(seed=s)[1]["goal"][0] for s in range(20)]
+    assert max(fresh) > 0.4
+    env.close()
+
+
 def test_interrupted_and_resumed_recording_stores_no_episode_twice(tmp_path: Path):
     ws = Workspace(tmp_path / "ws")
     r = recipe(checkpoint_every=0)
