@@ -122,6 +122,12 @@ def test_humanoid_rows_per_task_video_and_lineage(cli, trained, tmp_path):
     # Radians turned the commanded way, from headings: none where no turn is asked.
     assert walk["turned"] is None and isinstance(rows["turn_right"]["turned"], float)
     assert {e["task"] for e in report["episodes"]} == set(rows)
+    ends = {e["task"]: e["command_at_end"] for e in report["episodes"] if e["task"] != "goal"}
+    assert ends == {
+        "walk_forward": [1, 0, 0],
+        "turn_left": [0.7, 0, 0.5],
+        "turn_right": [0.7, 0, -0.5],
+    }
 
     # A playable MP4: the frames the report says, at the small default size.
     assert report["video"]["path"] == str(video) and not list(tmp_path.glob(".*tmp*"))
@@ -174,6 +180,7 @@ def test_command_holds_the_goal_task_at_it(cli, trained):
     row = report["tasks"]["goal"]
     assert row["lin_vel_error"] >= 0.6 - row["forward_speed"] - 1e-9
     assert row["turned"] is None and isinstance(row["distance"], float)
+    assert all(e["command_at_end"] == [0.6, 0, 0] for e in report["episodes"])
 
 
 def test_the_same_seed_gives_the_same_numbers(trained):

@@ -35,6 +35,9 @@ class EpisodeResult:
     # radians the torso's heading turned in the commanded direction, from its orientations
     # (a cross-check of the yaw rates); None where no turn was ever commanded
     turned: float | None = None
+    # the command [vx, vy, yaw_rate] in force at the last step: where a fall happened (goal
+    # commands change mid-episode; the falls of a goal policy cluster by command)
+    command_at_end: list[float] | None = None
     # `flexrl eval --instruction`: per instruction, what the body did and how well it matched
     # (flexrl/language/feedback.py, as JSON)
     feedback: list[dict[str, Any]] | None = None
@@ -53,6 +56,7 @@ def episode_result(episode: Episode, start: Mapping[str, Any]) -> EpisodeResult:
     if goals is None or "lin_vel" not in infos or "yaw_rate" not in infos:
         return result  # not a Humanoid skill: nothing is tracked
     lin_vel, yaw_rate = infos["lin_vel"], infos["yaw_rate"]
+    result.command_at_end = [float(x) for x in goals[-1]]
     result.lin_vel_error = float(np.mean(np.linalg.norm(lin_vel - goals[:, :2], axis=1)))
     result.yaw_rate_error = float(np.mean(np.abs(yaw_rate - goals[:, 2])))
     result.forward_speed = float(np.mean(lin_vel[:, 0]))
