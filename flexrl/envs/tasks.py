@@ -31,8 +31,8 @@ def sample_goal(
 ) -> np.ndarray:
     """The goal for `task`: constant for the fixed skills; for `goal` the schedule's command
     for the episode's `span`-th stretch of `resample_steps` steps, or a uniform draw in the
-    ranges, which a curriculum's `progress` (0..1) shrinks towards `cfg.curriculum_start`, and
-    which `training` draws from the slow end `cfg.train_slow_prob` of the time."""
+    ranges, which a curriculum's `progress` (0..1) shrinks towards `cfg.curriculum_start`; in
+    `training`, vx comes from the slow end of its range `cfg.train_slow_prob` of the time."""
     if task == "walk_forward":
         return np.array([cfg.walk_speed, 0.0, 0.0])
     if task == "turn_left":
