@@ -123,6 +123,8 @@ class RewardConfig(StrictModel):
     # The same for [vx, vy]: the speed averaged over ~1 s against the commanded velocity.
     tracking_lin_vel_mean: float = Field(0.0, ge=0, description="env.observe_tracking")
     lin_vel_mean_sigma: float = Field(0.05, gt=0, description="(m/s)^2")
+    # legged_gym's "orientation" cost: the torso leaning away from vertical, whichever way.
+    upright: float = Field(0.0, ge=0, description="times sin^2 of the torso's tilt")
 
 
 HUMANOID_ONLY_FIELDS = (

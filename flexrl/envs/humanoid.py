@@ -52,7 +52,13 @@ from gymnasium.spaces import Box
 
 from flexrl.config import CommandConfig, ObservationFrame, RewardConfig, Task
 from flexrl.envs.observation import heading_frame
-from flexrl.envs.rewards import body_yaw_rate, heading_yaw, lin_vel_heading, shaped_reward
+from flexrl.envs.rewards import (
+    body_yaw_rate,
+    heading_yaw,
+    lin_vel_heading,
+    shaped_reward,
+    tilt_sq,
+)
 from flexrl.envs.tasks import GOAL_DIM, TASKS, sample_goal, sample_task, task_id, task_probabilities
 
 BASE_OBS_DIM = 348
@@ -250,7 +256,7 @@ def measure_batch(envs: Sequence[HumanoidSkillEnv]) -> dict[str, np.ndarray]:
     """Of each env's current state: the heading-frame velocity of the centre of mass [N, 2]
     and the whole body's yaw rate [N] (the body's, not the torso's: the torso sways and twists
     with every stride), the torso's position xy [N, 2] and heading yaw [N] (world frame), and
-    its height [N]."""
+    its height [N] and `tilt_sq` [N]."""
     for env in envs:  # centre-of-mass velocity and momentum: MuJoCo computes them on request
         mujoco.mj_subtreeVel(env.model, env.data)
     model = envs[0].model
@@ -271,6 +277,7 @@ def measure_batch(envs: Sequence[HumanoidSkillEnv]) -> dict[str, np.ndarray]:
         "xy": qpos[:, 0:2],
         "heading": heading_yaw(quat),
         "height": qpos[:, 2],
+        "tilt": tilt_sq(quat),
     }
 
 
@@ -356,6 +363,7 @@ def evaluate_batch(
         params=first.reward_cfg,
         last_ctrl=np.stack([env.last_ctrl for env in envs]),
         tracked_mean=_tracked_means(envs, measured) if first.observe_tracking else None,
+        tilt=measured["tilt"],
     )
     return total, terms, measured, healthy
 

@@ -29,13 +29,20 @@ TERM_NAMES = (
 )
 # With env.observe_tracking, also "yaw_rate_wobble", "tracking_yaw_rate_mean" and
 # "tracking_lin_vel_mean" (they read its running means); a plain env keeps these, and so do the
-# columns of its datasets.
+# columns of its datasets. With reward.upright > 0, also "upright".
 
 
 def heading_yaw(quat: np.ndarray) -> np.ndarray:
     """Yaw (rad) of the body x axis projected on the ground; quat is [N, 4] as (w, x, y, z)."""
     w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
     return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def tilt_sq(quat: np.ndarray) -> np.ndarray:
+    """[N] sin^2 of the angle between the body z axis and the vertical: the squared horizontal
+    part of the body's up vector (legged_gym's projected gravity, x^2 + y^2)."""
+    w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
+    return np.square(2.0 * (x * z + w * y)) + np.square(2.0 * (y * z - w * x))
 
 
 def lin_vel_heading(quat: np.ndarray, lin_vel_world: np.ndarray) -> np.ndarray:
@@ -78,6 +85,7 @@ def shaped_reward(
     params: RewardConfig,
     last_ctrl: np.ndarray | None = None,
     tracked_mean: np.ndarray | None = None,
+    tilt: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Reward and its terms for N states.
 
@@ -85,7 +93,8 @@ def shaped_reward(
     [vx, vy, yaw_rate], healthy [N] bool, ctrl [N, nu], contact_forces [N, ...] (cfrc_ext),
     last_ctrl [N, nu] the previous step's controls (zeros after a reset; None: zeros),
     tracked_mean [N, 3] the running means of [vx, vy, yaw_rate] over ~1 s up to the last step
-    (None: none of the three running-mean terms).
+    (None: none of the three running-mean terms), tilt [N] the torso's `tilt_sq` (read only
+    when params.upright > 0).
     Returns total [N] and {term: [N]} where total == sum of the terms (costs are negative).
     """
     if last_ctrl is None:
@@ -124,6 +133,8 @@ def shaped_reward(
         terms["tracking_lin_vel_mean"] = params.tracking_lin_vel_mean * np.exp(
             -lin_mean_err / params.lin_vel_mean_sigma
         )
+    if params.upright > 0:
+        terms["upright"] = -params.upright * tilt
     # Added one by one: numpy sums 8 rows or more pairwise when N is 1, which would round a
     # single env's reward differently from the same env's in a batch.
     total = np.zeros_like(yaw_rate)

@@ -259,6 +259,22 @@ def test_tracking_lin_vel_mean_by_hand():
     )
 
 
+@pytest.mark.parametrize(
+    ("axis", "angle"),
+    [((0, 0, 1), 1.0), ((0, 1, 0), 0.9), ((1, 0, 0), -0.4), ((1, 2, 0.5), 0.7), ((0, 1, 0), 2.5)],
+)
+def test_upright_costs_the_squared_sine_of_the_torso_tilt(env, axis, angle):
+    """A torso rotated by `angle` about `axis` leans acos(z of its rotated z axis) from vertical
+    (a yaw alone: none); the cost is sin^2 of that lean, from MuJoCo's own rotation matrix."""
+    env.reward_cfg = RewardConfig(upright=1.5)
+    quat = axis_angle_quat(axis, angle)
+    hand_build(env, quat=quat)
+    lean = math.acos(rotation(quat)[2, 2])
+    assert env.evaluate()[1]["upright"] == pytest.approx(-1.5 * math.sin(lean) ** 2, abs=1e-12)
+    env.reward_cfg = RewardConfig()
+    assert "upright" not in env.evaluate()[1]  # off: a plain env's datasets keep their columns
+
+
 def test_fallen_body_gets_no_healthy_reward(env):
     hand_build(env, height=0.4)
     assert env.evaluate()[1]["healthy"] == 0.0
