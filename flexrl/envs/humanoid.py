@@ -18,8 +18,8 @@ swings ~0.5 rad/s at every stride: without these a policy cannot see its own tur
 a slow drift of it. The goal stays at obs[348:351] either way.
 
 Reward: `flexrl.envs.rewards.shaped_reward` (exp-kernel velocity and yaw-rate tracking,
-healthy bonus; control, contact, yaw-rate and action-rate costs), computed from the simulator
-state and the last two actions. The episode terminates on a fall (torso height outside
+healthy bonus; control, contact, yaw-rate, action-rate and torso-lean costs), computed from the
+simulator state and the last two actions. The episode terminates on a fall (torso height outside
 `healthy_z_range`).
 
 Info, on reset and on every step:
